@@ -48,3 +48,10 @@ impl Identity {
         self.username.strip_prefix("bot-")
     }
 }
+
+/// The DNS name every auth server certificate carries and every client verifies, whatever
+/// address it dialed (so `127.0.0.1:3025`, a host name and a load balancer all work).
+pub const AUTH_SERVER_NAME: &str = "auth.machine-id.cluster.local";
+
+/// Where the auth server writes the admin identity `tctl` uses, under its data dir.
+pub const ADMIN_IDENTITY_DIR: &str = "admin";

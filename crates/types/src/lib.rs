@@ -38,7 +38,7 @@ mod user;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{ResourceError, TypesError};
 pub use event::{AuditEvent, event_types};
-pub use identity::{Identity, ADMIN_ROLE, ADMIN_USER};
+pub use identity::{Identity, ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, AUTH_SERVER_NAME};
 pub use lock::{Lock, LockSpec, LockTarget};
 pub use node::{Node, NodeSpec};
 pub use resource::{parse_resources, Metadata, Resource, ResourceKind};
