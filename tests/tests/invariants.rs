@@ -1,0 +1,67 @@
+//! Cheap mechanical checks of the invariants in docs/ARCHITECTURE.md.
+
+use std::process::Command;
+
+/// The names of the packages in `package`'s normal dependency tree.
+fn dependency_names(package: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn pure_crates_know_nothing_of_grpc() {
+    for package in [
+        "machine-id-types",
+        "machine-id-mint",
+        "machine-id-join",
+        "machine-id-store",
+    ] {
+        let deps = dependency_names(package);
+        assert!(deps.len() > 1, "cargo tree listed nothing for {package}");
+        for forbidden in ["tonic", "prost", "machine-id-proto", "hyper"] {
+            assert!(
+                !deps.iter().any(|d| d == forbidden),
+                "{package} depends on {forbidden}; see docs/ARCHITECTURE.md"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_client_and_auth_touch_proto() {
+    for package in ["tctl-bots", "auth-server"] {
+        let direct = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-e", "normal", "--depth", "1", "--prefix", "none", "-p", package])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
+        let text = String::from_utf8_lossy(&direct.stdout);
+        assert!(text.contains(package), "cargo tree printed nothing for {package}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("machine-id-proto ") || l.starts_with("tonic ")),
+            "{package} depends on proto/tonic directly; go through client or auth"
+        );
+    }
+}
+
+#[test]
+fn rustls_has_only_the_ring_provider() {
+    let deps = dependency_names("machine-id-auth");
+    assert!(deps.iter().any(|d| d == "rustls"), "auth uses rustls");
+    assert!(
+        !deps.iter().any(|d| d == "aws-lc-rs" || d == "aws-lc-sys"),
+        "aws-lc-rs crept in: some crate enabled rustls default features"
+    );
+}
