@@ -1,0 +1,8 @@
+//! Integration tests for machine-id-destination: one binary, one module per concern.
+
+mod acl;
+mod conformance;
+mod directory;
+mod ssh;
+mod support;
+mod symlinks;
