@@ -1,1 +1,290 @@
 //! End-to-end test harness: starts real processes.
+//!
+//! - [`binaries`]: builds `auth-server` and `tctl` once per test process (`cargo build -p
+//!   auth-server -p tctl-bots`, in the profile the tests run in) and finds them in the target
+//!   directory. `MACHINE_ID_BIN_DIR` points at prebuilt binaries instead.
+//! - [`AuthServer`]: a real `auth-server start` on `127.0.0.1:0` with a temporary data dir,
+//!   killed when dropped; [`AuthServer::tctl`] runs the real `tctl` against it with the admin
+//!   identity the server wrote.
+//!
+//! ```no_run
+//! let auth = machine_id_e2e::AuthServer::start();
+//! let out = auth.tctl(&["get", "roles"]).success();
+//! assert!(out.contains("access"));
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Where the binaries under test are.
+#[derive(Debug)]
+pub struct Binaries {
+    /// `auth-server`.
+    pub auth_server: PathBuf,
+    /// `tctl`.
+    pub tctl: PathBuf,
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Builds (once per process) and locates `auth-server` and `tctl`.
+///
+/// The test binary lives in `<target>/<profile>/deps/`; the binaries are built into
+/// `<target>/<profile>/` with the same profile.
+pub fn binaries() -> &'static Binaries {
+    // A failed build is remembered too, so one failure does not rebuild for every test.
+    static BINS: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    let bins = BINS.get_or_init(|| {
+        let dir = match std::env::var_os("MACHINE_ID_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => build_binaries()?,
+        };
+        let bins = Binaries {
+            auth_server: dir.join("auth-server"),
+            tctl: dir.join("tctl"),
+        };
+        for b in [&bins.auth_server, &bins.tctl] {
+            if !b.exists() {
+                return Err(format!("{} does not exist", b.display()));
+            }
+        }
+        Ok(bins)
+    });
+    match bins {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build_binaries() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
+    // <target>/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test binary does not sit in <target>/<profile>/deps")?
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("no <target> above <target>/<profile>")?
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "-q", "-p", "auth-server", "-p", "tctl-bots"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !status.success() {
+        return Err(
+            "cargo build -p auth-server -p tctl-bots failed (set MACHINE_ID_BIN_DIR to use prebuilt binaries)"
+                .into(),
+        );
+    }
+    Ok(profile_dir)
+}
+
+/// A running `auth-server`, killed on drop.
+#[derive(Debug)]
+pub struct AuthServer {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The cluster name.
+    pub cluster: String,
+    data_dir: tempfile::TempDir,
+}
+
+/// What a `tctl` run printed.
+#[derive(Debug)]
+pub struct Output {
+    /// The command line, for messages.
+    pub command: String,
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Asserts the command succeeded; returns stdout.
+    #[track_caller]
+    pub fn success(&self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "`{}` failed (exit {}):\nstdout:\n{}\nstderr:\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        );
+        self.stdout.clone()
+    }
+
+    /// Asserts the command failed with exit code 1 and an `ERROR: ` line; returns stderr.
+    #[track_caller]
+    pub fn failure(&self) -> String {
+        assert_eq!(
+            self.code, 1,
+            "`{}` should fail with exit 1 (got {}):\nstdout:\n{}\nstderr:\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("ERROR: ") || self.stderr.contains("\nERROR: "),
+            "`{}`: no ERROR line in stderr:\n{}",
+            self.command,
+            self.stderr
+        );
+        self.stderr.clone()
+    }
+}
+
+/// How long the server may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The line the server prints when it listens.
+const READY_PREFIX: &str = "auth server ready on ";
+
+impl AuthServer {
+    /// Starts a server for cluster `example.com`.
+    pub fn start() -> Self {
+        Self::start_cluster("example.com")
+    }
+
+    /// Starts a server for `cluster` in a fresh data dir, on a free loopback port.
+    pub fn start_cluster(cluster: &str) -> Self {
+        let bins = binaries();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(data_dir.path().join("auth-server.log")).expect("log file");
+        let mut child = Command::new(&bins.auth_server)
+            .args(["start", "--data-dir"])
+            .arg(data_dir.path().join("data"))
+            .args(["--cluster-name", cluster, "--auth-listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting auth-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Keeps reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.trim().strip_prefix(READY_PREFIX)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: String::new(),
+            cluster: cluster.to_string(),
+            data_dir,
+        };
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => {
+                let log = server.log();
+                panic!("auth-server did not print {READY_PREFIX:?} in time; its log:\n{log}");
+            }
+        }
+        server
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.path().join("data")
+    }
+
+    /// The admin identity directory the server wrote.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.data_dir().join("admin")
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn scratch(&self) -> PathBuf {
+        let d = self.data_dir.path().join("scratch");
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("auth-server.log")).unwrap_or_default()
+    }
+
+    /// Runs `tctl --auth-server ADDR --identity DATA/admin ARGS...`.
+    pub fn tctl(&self, args: &[&str]) -> Output {
+        let identity = self.identity_dir();
+        let mut full: Vec<String> = vec![
+            "--auth-server".into(),
+            self.addr.clone(),
+            "--identity".into(),
+            identity.display().to_string(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        run_tctl(&full)
+    }
+}
+
+/// Runs `tctl` with exactly `args` (no server or identity added), without the environment
+/// variables that would change its defaults.
+pub fn run_tctl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    let bins = binaries();
+    let out = Command::new(&bins.tctl)
+        .args(args)
+        .env_remove("TELEPORT_AUTH_SERVER")
+        .env_remove("TCTL_IDENTITY")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tctl");
+    Output {
+        command: format!(
+            "tctl {}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,1 +1,187 @@
-fn main() {}
+//! `auth-server`: the Machine ID auth server daemon, a thin layer over `machine-id-auth`.
+//!
+//! `auth-server start [--config FILE] [--data-dir DIR] [--cluster-name NAME]
+//! [--auth-listen ADDR] [-d] [--log-format text|json]`. Flags override the config file.
+//! Logs go to stderr; once serving, one line goes to stdout: `auth server ready on ADDR`.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use machine_id_auth::{AuthConfig, AuthServer, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "auth-server", version, about = "Machine ID auth server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the auth server.
+    Start(StartArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct StartArgs {
+    /// YAML configuration file.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (store and admin identity) [default: /var/lib/machine-id].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Cluster name [default: from the config, else the host name].
+    #[arg(long, value_name = "NAME")]
+    cluster_name: Option<String>,
+    /// Address to listen on, ip:port [default: 127.0.0.1:3025].
+    #[arg(long, value_name = "ADDR")]
+    auth_listen: Option<SocketAddr>,
+    /// Debug logging.
+    #[arg(short = 'd', long)]
+    debug: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn init_logging(debug: bool, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    // Debug for our crates only: the HTTP/2 and TLS stacks are too chatty to be useful.
+    let default = if debug {
+        "info,auth_server=debug,machine_id_auth=debug,machine_id_store=debug,machine_id_mint=debug,machine_id_join=debug"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Merges the flags over the config file over the defaults; logs each flag that overrides the
+/// file.
+fn resolve(args: &StartArgs) -> Result<AuthConfig> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    fn pick<T: Clone + std::fmt::Debug>(
+        field: &str,
+        flag: &Option<T>,
+        file: &Option<T>,
+    ) -> Option<T> {
+        if let (Some(f), Some(c)) = (flag, file) {
+            tracing::info!(field, flag = ?f, config = ?c, "flag overrides the config file");
+        }
+        flag.clone().or_else(|| file.clone())
+    }
+    let data_dir = pick("data_dir", &args.data_dir, &file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let cluster_name = match pick(
+        "auth_service.cluster_name",
+        &args.cluster_name,
+        &file.auth_service.cluster_name,
+    ) {
+        Some(n) => n,
+        None => hostname::get()
+            .context("no cluster name given and the host name cannot be read; pass --cluster-name")?
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("the host name is not UTF-8; pass --cluster-name"))?,
+    };
+    let listen_addr = match pick(
+        "auth_service.listen_addr",
+        &args.auth_listen,
+        &file.auth_service.listen_addr,
+    ) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN_ADDR
+            .parse()
+            .context("default listen address")?,
+    };
+    let mut config = AuthConfig::new(data_dir, cluster_name, listen_addr);
+    if let Some(suite) = file.auth_service.ca_suite {
+        config.suite = suite;
+    }
+    config.proxy_public_addr = file.proxy_service.public_addr.clone();
+    config.validate()?;
+    Ok(config)
+}
+
+async fn start(args: StartArgs) -> Result<()> {
+    let config = resolve(&args)?;
+    let data_dir = config.data_dir.clone();
+    let server = AuthServer::start(config).await.with_context(|| {
+        format!(
+            "cannot start the auth server (data dir {})",
+            data_dir.display()
+        )
+    })?;
+    let pins: Vec<String> = server.ca_pins().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        addr = %server.local_addr(),
+        cluster = %server.cluster_name(),
+        ca_pin = %pins.join(","),
+        admin_identity = %server.admin_identity_dir().display(),
+        "auth server listening"
+    );
+    println!("auth server ready on {}", server.local_addr());
+
+    let handle = server.shutdown_handle();
+    tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "stopping"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; stopping"),
+        }
+        handle.shutdown();
+    });
+    server.wait().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Start(args) = cli.command;
+    init_logging(args.debug, args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(start(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

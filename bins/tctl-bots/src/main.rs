@@ -1,1 +1,282 @@
-fn main() {}
+//! `tctl`: the Machine ID admin tool. Argument parsing, output formatting and exit codes over
+//! `machine-id-client`; no logic another program would need.
+//!
+//! Errors print as `ERROR: <message>` on stderr with exit code 1; usage errors exit 2.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Administer a Machine ID cluster: roles, bots, tokens, nodes, locks, CAs and the audit log.
+#[derive(Debug, Parser)]
+#[command(name = "tctl", version, about)]
+pub(crate) struct Cli {
+    /// The auth server, host:port.
+    #[arg(
+        long,
+        env = "TELEPORT_AUTH_SERVER",
+        default_value = "127.0.0.1:3025",
+        global = true
+    )]
+    auth_server: String,
+
+    /// The admin identity directory (key, tlscert, tlscacerts) the auth server writes.
+    #[arg(
+        long,
+        env = "TCTL_IDENTITY",
+        default_value = "/var/lib/machine-id/admin",
+        global = true
+    )]
+    identity: PathBuf,
+
+    /// Log debug messages to stderr.
+    #[arg(short = 'd', long, global = true)]
+    debug: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// For people: tables and sentences.
+    Text,
+    /// YAML resource documents (`---`-separated), as `tctl create` reads them.
+    Yaml,
+    /// JSON, for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Show the cluster name, CA pins and CA fingerprints.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show resources: KIND (roles, tokens, bots, nodes, locks, users) or KIND/NAME.
+    Get {
+        /// `roles`, `roles/NAME`, `tokens`, `bots`, `nodes`, `locks`, `users`, ...
+        resource: String,
+        /// Output format (default: text for a list, yaml for one resource).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Create resources from a YAML file (role, token, node, lock; several documents allowed).
+    Create {
+        /// Overwrite resources that exist.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// The YAML file.
+        file: PathBuf,
+    },
+    /// Delete a resource: KIND/NAME.
+    Rm {
+        /// `roles/NAME`, `tokens/NAME`, `nodes/ID`, `locks/ID`, `bots/NAME`.
+        resource: String,
+    },
+    /// Manage bots.
+    #[command(subcommand)]
+    Bots(BotsCommand),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Manage SSH nodes.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Export CAs and sign host certificates.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Manage locks.
+    #[command(subcommand)]
+    Locks(LocksCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BotsCommand {
+    /// Create a bot and a token it joins with.
+    Add(BotsAdd),
+    /// List bots.
+    Ls(FormatArg),
+    /// Delete a bot (its user, role and tokens).
+    Rm {
+        /// The bot's name.
+        name: String,
+    },
+    /// Lock a bot: it can make no call and get no certificate until the lock is removed.
+    Lock {
+        /// The bot's name.
+        name: String,
+        /// Why, for people.
+        #[arg(long, default_value = "")]
+        message: String,
+        /// How long the lock lasts (default: until removed).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BotsAdd {
+    /// The bot's name; its user and role are bot-NAME.
+    pub name: String,
+    /// Roles the bot may impersonate, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub roles: Vec<String>,
+    /// The bot's logins trait, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub logins: Vec<String>,
+    /// Join with this existing token (e.g. an iam token) instead of a fresh one.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Lifetime of the fresh token.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create a join token.
+    Add {
+        /// The token type; only `bot`.
+        #[arg(long = "type")]
+        kind: String,
+        /// The bot the token admits.
+        #[arg(long)]
+        bot: Option<String>,
+        /// Lifetime.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// List join tokens.
+    Ls(FormatArg),
+    /// Delete a join token.
+    Rm {
+        /// The token.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodesCommand {
+    /// Register an OpenSSH node.
+    Add {
+        /// The name users address the node by.
+        #[arg(long)]
+        name: String,
+        /// host:port of its sshd.
+        #[arg(long)]
+        addr: String,
+        /// Labels, k=v,k2=v2.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// List nodes.
+    Ls(FormatArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Print a CA: user (TrustedUserCAKeys line), host (known_hosts line) or tls (PEM).
+    Export {
+        /// user, host or tls.
+        #[arg(long = "type")]
+        kind: String,
+    },
+    /// Generate a host key here and have the host CA sign it for OpenSSH's sshd.
+    Sign {
+        /// Host names, comma-separated (the server adds `NAME.<cluster>`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        host: Vec<String>,
+        /// Output format; only openssh.
+        #[arg(long, default_value = "openssh")]
+        format: String,
+        /// Where to write: PREFIX (private key), PREFIX.pub, PREFIX-cert.pub.
+        #[arg(long)]
+        out: PathBuf,
+        /// Certificate lifetime.
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LocksCommand {
+    /// List locks.
+    Ls(FormatArg),
+    /// Delete a lock.
+    Rm {
+        /// The lock's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// List audit events, oldest first.
+    Ls {
+        /// Only events of this type (e.g. bot.create).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// At most this many (0: the server's default).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.debug { "debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

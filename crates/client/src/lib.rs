@@ -1,1 +1,42 @@
-//! placeholder
+//! The auth server's gRPC client: how `tctl` and `tbot` talk to a cluster.
+//!
+//! - [`ClientIdentity`]: a key, the X.509 certificate issued to it and the cluster's TLS CAs,
+//!   loaded from an identity directory (`key`, `tlscert`, `tlscacerts`) or built in memory.
+//! - [`Client`]: a connection with typed calls that take and return `machine-id-types`
+//!   values; wire messages are converted at this boundary with `TryFrom`, so a malformed
+//!   answer never becomes a domain value.
+//!   - [`Client::connect`]: mutual TLS with an identity (refused locally when it has expired).
+//!   - [`Client::connect_with_cas`]: no client certificate, for joining.
+//! - [`bootstrap_ca_certs`]: CA-pin bootstrap for a first join: fetch the cluster CAs without
+//!   verifying, check each against the `sha256:` pins, then trust only those.
+//! - [`ClientError`]: what went wrong, in words a person can act on; the server's own
+//!   messages pass through.
+//!
+//! Every connection is TLS over TCP with ALPN `h2`, and the server is verified under the name
+//! [`machine_id_types::AUTH_SERVER_NAME`] whatever address was dialed. TLS is rustls with the
+//! ring provider only.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), machine_id_client::ClientError> {
+//! use machine_id_client::{Client, ClientIdentity};
+//! let identity = ClientIdentity::load("/var/lib/machine-id/admin")?;
+//! let client = Client::connect("127.0.0.1:3025", &identity).await?;
+//! for role in client.list_roles().await? {
+//!     println!("{}", role.metadata.name);
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod identity;
+mod tls;
+
+pub use client::{
+    Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, bootstrap_ca_certs, ca_pins,
+    parse_pins,
+};
+pub use error::{ClientError, Result};
+pub use identity::{ClientIdentity, files};
+pub use machine_id_mint::CaPin;
