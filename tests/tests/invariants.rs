@@ -5,7 +5,16 @@ use std::process::Command;
 /// The names of the packages in `package`'s normal dependency tree.
 fn dependency_names(package: &str) -> Vec<String> {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package])
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -43,14 +52,30 @@ fn pure_crates_know_nothing_of_grpc() {
 fn only_client_and_auth_touch_proto() {
     for package in ["tctl-bots", "auth-server"] {
         let direct = Command::new(env!("CARGO"))
-            .args(["tree", "--offline", "-e", "normal", "--depth", "1", "--prefix", "none", "-p", package])
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--depth",
+                "1",
+                "--prefix",
+                "none",
+                "-p",
+                package,
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("cargo tree runs");
         let text = String::from_utf8_lossy(&direct.stdout);
-        assert!(text.contains(package), "cargo tree printed nothing for {package}");
         assert!(
-            !text.lines().any(|l| l.starts_with("machine-id-proto ") || l.starts_with("tonic ")),
+            text.contains(package),
+            "cargo tree printed nothing for {package}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("machine-id-proto ") || l.starts_with("tonic ")),
             "{package} depends on proto/tonic directly; go through client or auth"
         );
     }

@@ -28,7 +28,9 @@ pub struct FakeClock {
 impl FakeClock {
     /// A fake clock set at `now`.
     pub fn new(now: OffsetDateTime) -> Self {
-        Self { now: Mutex::new(now) }
+        Self {
+            now: Mutex::new(now),
+        }
     }
 
     /// Moves the clock forward by `by`.

@@ -20,13 +20,19 @@ pub fn parse(input: &str) -> Result<Duration, TypesError> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(err("expected a number"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -101,6 +107,11 @@ mod tests {
         assert_eq!(format(Duration::from_secs(3600)), "1h0m0s");
         assert_eq!(format(Duration::from_secs(90)), "1m30s");
         assert_eq!(format(Duration::from_secs(5)), "5s");
-        assert_eq!(parse(&format(Duration::from_secs(12345))).unwrap().as_secs(), 12345);
+        assert_eq!(
+            parse(&format(Duration::from_secs(12345)))
+                .unwrap()
+                .as_secs(),
+            12345
+        );
     }
 }

@@ -38,16 +38,16 @@ mod user;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{ResourceError, TypesError};
 pub use event::{AuditEvent, event_types};
-pub use identity::{Identity, ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, AUTH_SERVER_NAME};
+pub use identity::{ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, AUTH_SERVER_NAME, Identity};
 pub use lock::{Lock, LockSpec, LockTarget};
 pub use node::{Node, NodeSpec};
-pub use resource::{parse_resources, Metadata, Resource, ResourceKind};
+pub use resource::{Metadata, Resource, ResourceKind, parse_resources};
 pub use role::{
-    default_roles, glob_match, ImpersonateConditions, LabelValues, Role, RoleConditions, RoleOptions,
-    RoleSpec, Rule, ALL_VERBS, INTERNAL_LOGINS,
+    ALL_VERBS, INTERNAL_LOGINS, ImpersonateConditions, LabelValues, Role, RoleConditions,
+    RoleOptions, RoleSpec, Rule, default_roles, glob_match,
 };
-pub use token::{JoinMethod, ProvisionToken, TokenRule, TokenSpec, SYSTEM_ROLE_BOT};
-pub use user::{Bot, User, UserSpec, BOT_LABEL, GENERATION_LABEL, bot_role_name, bot_user_name};
+pub use token::{JoinMethod, ProvisionToken, SYSTEM_ROLE_BOT, TokenRule, TokenSpec};
+pub use user::{BOT_LABEL, Bot, GENERATION_LABEL, User, UserSpec, bot_role_name, bot_user_name};
 
 /// The name of the default cluster CA kinds, as `tctl auth export --type` names them.
 pub mod ca_kind {

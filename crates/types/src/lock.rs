@@ -25,7 +25,11 @@ pub struct LockSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// When it was made.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub created: Option<OffsetDateTime>,
 }
 

@@ -237,16 +237,20 @@ pub fn parse_resources(text: &str, source: &str) -> Result<Vec<Resource>, Resour
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .ok_or_else(|| err("kind", "missing; expected one of role, token, user, node, lock".into()))?;
-        let kind = ResourceKind::parse(kind).filter(|k| k.as_str() == kind).ok_or_else(|| {
+        let kind = value.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
             err(
                 "kind",
-                format!("unknown kind {kind:?}; expected one of role, token, user, node, lock"),
+                "missing; expected one of role, token, user, node, lock".into(),
             )
         })?;
+        let kind = ResourceKind::parse(kind)
+            .filter(|k| k.as_str() == kind)
+            .ok_or_else(|| {
+                err(
+                    "kind",
+                    format!("unknown kind {kind:?}; expected one of role, token, user, node, lock"),
+                )
+            })?;
         fn typed<T: serde::de::DeserializeOwned>(
             v: serde_norway::Value,
         ) -> Result<T, (String, String)> {
@@ -274,7 +278,9 @@ pub fn parse_resources(text: &str, source: &str) -> Result<Vec<Resource>, Resour
             source_name: source.to_string(),
             document: 1,
             field: ".".into(),
-            message: "no resources found; expected a YAML document with kind, version, metadata and spec".into(),
+            message:
+                "no resources found; expected a YAML document with kind, version, metadata and spec"
+                    .into(),
         });
     }
     Ok(out)
@@ -296,7 +302,11 @@ mod tests {
 
     #[test]
     fn unknown_kind_is_named() {
-        let e = parse_resources("kind: cluster\nversion: v2\nmetadata: {name: a}\nspec: {}\n", "x").unwrap_err();
+        let e = parse_resources(
+            "kind: cluster\nversion: v2\nmetadata: {name: a}\nspec: {}\n",
+            "x",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "kind");
         assert!(e.message.contains("cluster"));
     }

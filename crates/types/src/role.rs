@@ -209,7 +209,9 @@ impl Role {
                     if v != "*" && !ALL_VERBS.contains(&v.as_str()) {
                         return Err(invalid(
                             &format!("spec.{side}.rules[{i}].verbs"),
-                            &format!("unknown verb {v:?}; expected one of list, create, read, update, delete or *"),
+                            &format!(
+                                "unknown verb {v:?}; expected one of list, create, read, update, delete or *"
+                            ),
                         ));
                     }
                 }
@@ -324,7 +326,15 @@ pub fn default_roles() -> Vec<Role> {
             RoleSpec {
                 allow: RoleConditions {
                     rules: vec![Rule::new(
-                        &["user", "role", "token", "bot", "node", "lock", "cert_authority"],
+                        &[
+                            "user",
+                            "role",
+                            "token",
+                            "bot",
+                            "node",
+                            "lock",
+                            "cert_authority",
+                        ],
                         &crud,
                     )],
                     ..RoleConditions::default()
@@ -359,7 +369,10 @@ mod tests {
 
     #[test]
     fn globs_are_anchored() {
-        assert!(glob_match("arn:aws:sts::1:assumed-role/r/i-*", "arn:aws:sts::1:assumed-role/r/i-123"));
+        assert!(glob_match(
+            "arn:aws:sts::1:assumed-role/r/i-*",
+            "arn:aws:sts::1:assumed-role/r/i-123"
+        ));
         assert!(!glob_match("role/i-*", "xrole/i-1"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("a?c", "abbc"));
@@ -384,7 +397,10 @@ mod tests {
         let access = default_roles().remove(0);
         assert!(access.spec.allow.matches_labels(&BTreeMap::new()));
         let cond = RoleConditions {
-            node_labels: BTreeMap::from([("env".into(), LabelValues::Many(vec!["prod".into(), "stag*".into()]))]),
+            node_labels: BTreeMap::from([(
+                "env".into(),
+                LabelValues::Many(vec!["prod".into(), "stag*".into()]),
+            )]),
             ..Default::default()
         };
         let l = |v: &str| BTreeMap::from([("env".to_string(), v.to_string())]);
@@ -408,7 +424,12 @@ mod tests {
         let access = default_roles().remove(0);
         assert_eq!(
             access.text_row(),
-            ["access".to_string(), "{{internal.logins}}".into(), "<all nodes>".into(), "event:list,read".into()]
+            [
+                "access".to_string(),
+                "{{internal.logins}}".into(),
+                "<all nodes>".into(),
+                "event:list,read".into()
+            ]
         );
     }
 }

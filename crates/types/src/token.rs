@@ -108,7 +108,10 @@ impl ProvisionToken {
         };
         validate_name(&self.metadata.name).map_err(|m| invalid("metadata.name", &m))?;
         if self.spec.roles.is_empty() {
-            return Err(invalid("spec.roles", "missing; a bot token needs roles: [Bot]"));
+            return Err(invalid(
+                "spec.roles",
+                "missing; a bot token needs roles: [Bot]",
+            ));
         }
         if let Some(r) = self
             .spec
@@ -123,7 +126,12 @@ impl ProvisionToken {
         }
         if self.allows_bot() {
             match &self.spec.bot_name {
-                None => return Err(invalid("spec.bot_name", "missing; role Bot requires bot_name")),
+                None => {
+                    return Err(invalid(
+                        "spec.bot_name",
+                        "missing; role Bot requires bot_name",
+                    ));
+                }
                 Some(n) => validate_name(n).map_err(|m| invalid("spec.bot_name", &m))?,
             }
         }
@@ -159,7 +167,7 @@ impl ProvisionToken {
 
 #[cfg(test)]
 mod tests {
-    use crate::{parse_resources, Resource};
+    use crate::{Resource, parse_resources};
 
     const IAM: &str = r#"
 kind: token
@@ -186,10 +194,22 @@ spec:
     #[test]
     fn token_rules_are_checked() {
         let no_bot = IAM.replace("  bot_name: robot\n", "");
-        assert_eq!(parse_resources(&no_bot, "f").unwrap_err().field, "spec.bot_name");
+        assert_eq!(
+            parse_resources(&no_bot, "f").unwrap_err().field,
+            "spec.bot_name"
+        );
         let no_rules = IAM.split("  allow:").next().unwrap().to_string();
-        assert_eq!(parse_resources(&no_rules, "f").unwrap_err().field, "spec.allow");
-        let empty_rule = IAM.replace("  - aws_account: \"111111111111\"\n    aws_arn:", "  - {}\n  - aws_arn:");
-        assert_eq!(parse_resources(&empty_rule, "f").unwrap_err().field, "spec.allow[0]");
+        assert_eq!(
+            parse_resources(&no_rules, "f").unwrap_err().field,
+            "spec.allow"
+        );
+        let empty_rule = IAM.replace(
+            "  - aws_account: \"111111111111\"\n    aws_arn:",
+            "  - {}\n  - aws_arn:",
+        );
+        assert_eq!(
+            parse_resources(&empty_rule, "f").unwrap_err().field,
+            "spec.allow[0]"
+        );
     }
 }

@@ -86,7 +86,11 @@ impl User {
 
     /// The `logins` trait.
     pub fn logins(&self) -> &[String] {
-        self.spec.traits.get("logins").map(Vec::as_slice).unwrap_or(&[])
+        self.spec
+            .traits
+            .get("logins")
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 

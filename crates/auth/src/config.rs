@@ -1,0 +1,293 @@
+//! Configuration: [`AuthConfig`] is what [`crate::AuthServer::start`] takes; [`FileConfig`] is
+//! the YAML file the daemon reads, turned into an [`AuthConfig`] by the binary after its flags
+//! are applied.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use machine_id_mint::Suite;
+use machine_id_types::{Clock, SystemClock};
+use serde::Deserialize;
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/machine-id";
+/// The default listen address: loopback only; `0.0.0.0` must be asked for.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3025";
+
+/// Everything the auth server needs to start.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Where the store (`backend.db`) and the admin identity (`admin/`) live.
+    pub data_dir: PathBuf,
+    /// The cluster name; must match the one stored on a later start.
+    pub cluster_name: String,
+    /// Where to listen for gRPC over TLS; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// The algorithms of new CAs (used on first start only; later starts keep the stored CAs).
+    pub suite: Suite,
+    /// `host:port` of the proxy, returned by Ping; `None` when the cluster has none.
+    pub proxy_public_addr: Option<String>,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Lifetime of a bot's certificates when the bot asks for none (1h).
+    pub default_cert_ttl: Duration,
+    /// Longest lifetime of a renewable certificate (24h).
+    pub max_renewable_ttl: Duration,
+    /// Lifetime of a fresh bot join token when none is asked for (1h).
+    pub default_token_ttl: Duration,
+    /// Lifetime of the admin identity written for `tctl` at every start (1 year).
+    pub admin_cert_ttl: Duration,
+    /// Default lifetime of a host certificate from SignHostCert (12h).
+    pub default_host_cert_ttl: Duration,
+    /// How long a TLS handshake may take before the connection is dropped (10s).
+    pub handshake_timeout: Duration,
+}
+
+impl AuthConfig {
+    /// A configuration with the defaults for everything but the three essentials.
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        cluster_name: impl Into<String>,
+        listen_addr: SocketAddr,
+    ) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            cluster_name: cluster_name.into(),
+            listen_addr,
+            suite: Suite::Default,
+            proxy_public_addr: None,
+            clock: Arc::new(SystemClock),
+            default_cert_ttl: Duration::from_secs(3600),
+            max_renewable_ttl: Duration::from_secs(24 * 3600),
+            default_token_ttl: Duration::from_secs(3600),
+            admin_cert_ttl: Duration::from_secs(365 * 24 * 3600),
+            default_host_cert_ttl: Duration::from_secs(12 * 3600),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the cluster name: non-empty, a DNS-like name (letters, digits, `-`, `.`, `_`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_cluster_name(&self.cluster_name).map_err(|message| ConfigError::Invalid {
+            source_name: "configuration".into(),
+            field: "auth_service.cluster_name".into(),
+            message,
+        })
+    }
+}
+
+/// Checks a cluster name.
+pub(crate) fn validate_cluster_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("missing; give the cluster a name like example.com".into());
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._".contains(*c)))
+    {
+        return Err(format!(
+            "invalid character {c:?} in {name:?}; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// A configuration file that cannot be used: names the file, the field and what is expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause (in the message, not an error source, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// The file is not valid YAML or does not have the expected shape.
+    #[error("{source_name}: {field}: {message}")]
+    Invalid {
+        /// The file (or `configuration` for values from flags).
+        source_name: String,
+        /// The field at fault, as a dotted path (`.` for the document as a whole).
+        field: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// The YAML configuration file of `auth-server`.
+///
+/// ```yaml
+/// data_dir: /var/lib/machine-id
+/// auth_service:
+///   cluster_name: example.com
+///   listen_addr: 127.0.0.1:3025
+///   ca_suite: default        # or legacy (RSA-2048)
+/// proxy_service:             # reserved: the proxy listener comes later
+///   enabled: false
+///   listen_addr: 0.0.0.0:3080
+///   public_addr: proxy.example.com:3080
+/// ```
+///
+/// Unknown fields are errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The data directory.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// The auth service.
+    #[serde(default)]
+    pub auth_service: AuthServiceConfig,
+    /// The proxy service (reserved).
+    #[serde(default)]
+    pub proxy_service: ProxyServiceConfig,
+}
+
+/// The `auth_service` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthServiceConfig {
+    /// Whether the auth service runs (it always does; `false` is an error).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The cluster name.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// `ip:port` to listen on.
+    #[serde(default)]
+    pub listen_addr: Option<SocketAddr>,
+    /// `default` or `legacy`.
+    #[serde(default)]
+    pub ca_suite: Option<Suite>,
+}
+
+/// The `proxy_service` section (reserved for the proxy listener).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyServiceConfig {
+    /// Whether the proxy runs.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `ip:port` to listen on.
+    #[serde(default)]
+    pub listen_addr: Option<SocketAddr>,
+    /// `host:port` clients use to reach the proxy.
+    #[serde(default)]
+    pub public_addr: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses YAML `text`; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_norway::Deserializer::from_str(text);
+        let cfg: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            invalid(&path, explain(strip_path_prefix(&inner, &path)))
+        })?;
+        if cfg.auth_service.enabled == Some(false) {
+            return Err(invalid(
+                "auth_service.enabled",
+                "false is not supported: this daemon is the auth service; remove the field".into(),
+            ));
+        }
+        if let Some(name) = &cfg.auth_service.cluster_name {
+            validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
+        }
+        if cfg.proxy_service.enabled {
+            tracing::warn!(
+                "proxy_service.enabled is set but the proxy listener is not part of this version; ignoring it"
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// serde_norway prefixes some messages with the parent's path (`auth_service: unknown
+/// field ...`); the error already names the full path, so drop it.
+fn strip_path_prefix<'a>(message: &'a str, path: &str) -> &'a str {
+    match message.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && path.starts_with(prefix) => rest,
+        _ => message,
+    }
+}
+
+/// Adds what is expected to serde's messages where they leave it out.
+fn explain(message: &str) -> String {
+    if message.contains("invalid socket address") {
+        format!("{message}; expected ip:port, e.g. 127.0.0.1:3025")
+    } else if message.contains("unknown variant") && message.contains("default") {
+        format!("{message}; ca_suite is default or legacy")
+    } else {
+        message.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+    use super::*;
+
+    #[test]
+    fn full_file_parses() {
+        let c = FileConfig::parse(
+            "data_dir: /tmp/x\nauth_service:\n  cluster_name: example.com\n  listen_addr: 127.0.0.1:3025\n  ca_suite: legacy\nproxy_service:\n  enabled: false\n  public_addr: proxy.example.com:3080\n",
+            "f.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(c.auth_service.ca_suite, Some(Suite::Legacy));
+        assert_eq!(c.auth_service.cluster_name.as_deref(), Some("example.com"));
+        assert_eq!(
+            c.proxy_service.public_addr.as_deref(),
+            Some("proxy.example.com:3080")
+        );
+        assert_eq!(FileConfig::parse("", "f").unwrap(), FileConfig::default());
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let e = FileConfig::parse("auth_service:\n  cluster_nam: x\n", "f.yaml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("f.yaml: auth_service"), "{s}");
+        assert!(s.contains("cluster_nam"), "{s}");
+        assert!(s.contains("cluster_name"), "{s}");
+        assert!(!s.contains("auth_service: auth_service"), "{s}");
+        assert!(s.contains("line 2"), "{s}");
+
+        let e = FileConfig::parse("auth_service:\n  listen_addr: nowhere\n", "f.yaml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("auth_service.listen_addr"), "{s}");
+        assert!(s.contains("ip:port"), "{s}");
+
+        let e = FileConfig::parse("auth_service:\n  ca_suite: fancy\n", "f.yaml").unwrap_err();
+        assert!(e.to_string().contains("auth_service.ca_suite"), "{e}");
+
+        let e = FileConfig::parse("auth_service:\n  cluster_name: 'a b'\n", "f.yaml").unwrap_err();
+        assert!(e.to_string().contains("auth_service.cluster_name"), "{e}");
+    }
+}

@@ -1,0 +1,1722 @@
+//! The auth server's logic, independent of the wire: authentication of callers, the
+//! certificate rules (join, renewal, impersonation), resource CRUD and the audit log. The
+//! gRPC layer ([`crate::service`]) converts messages and calls into this.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use machine_id_join::{JoinError, token_hash};
+use machine_id_mint::{CaSigner, PublicKey, parse_tls_identity};
+use machine_id_proto::v1;
+use machine_id_store::{Op, StoreError};
+use machine_id_types::{
+    AuditEvent, BOT_LABEL, Bot, Clock, GENERATION_LABEL, Identity, ImpersonateConditions,
+    JoinMethod, Lock, LockSpec, LockTarget, Metadata, Node, ProvisionToken, Role, RoleConditions,
+    RoleSpec, Rule, SYSTEM_ROLE_BOT, TokenSpec, User, UserSpec, bot_role_name, bot_user_name,
+    event_types,
+};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::{AuthError, Result};
+use crate::rbac::{self, Verb, kind};
+use crate::state::{self, State};
+
+/// Server-side limits and defaults taken from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub default_cert_ttl: Duration,
+    pub max_renewable_ttl: Duration,
+    pub default_token_ttl: Duration,
+    pub default_host_cert_ttl: Duration,
+}
+
+/// The longest host certificate SignHostCert issues.
+const MAX_HOST_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The most events one SearchEvents returns.
+const MAX_EVENTS: usize = 10_000;
+/// The events SearchEvents returns when the caller names no limit.
+const DEFAULT_EVENTS: usize = 1000;
+/// How many times a join retries a lost compare-and-swap on the bot's user.
+const JOIN_CAS_ATTEMPTS: usize = 5;
+
+/// The shared state of a running auth server.
+pub(crate) struct Core {
+    pub state: State,
+    pub signer: Arc<CaSigner>,
+    pub cluster_name: String,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    pub proxy_public_addr: Option<String>,
+    /// The last event key timestamp handed out, so events of one process sort in the order
+    /// they were written even when the clock stands still (tests) or steps back.
+    pub last_event_nanos: Mutex<i128>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("cluster_name", &self.cluster_name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An authenticated caller: the identity read from its verified certificate and the stored
+/// roles it names (role names that name no stored role are left out: they grant nothing).
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub identity: Identity,
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    /// Checks that the caller may use `verb` on `resource`.
+    pub fn check(&self, resource: &str, verb: Verb) -> Result<()> {
+        rbac::check(&self.identity, &self.roles, resource, verb)
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// `now + d` in whole seconds (certificates hold no fractions), saturating far in the future
+/// instead of overflowing.
+fn add(now: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    let t = now
+        .checked_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+        .unwrap_or(OffsetDateTime::new_utc(
+            time::Date::MAX,
+            time::Time::MIDNIGHT,
+        ));
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// The first 12 hex characters of a token's hash: what logs and audit events show.
+fn token_ref(name: &str) -> String {
+    token_hash(name)[..12].to_string()
+}
+
+/// How a token is named in messages and events: IAM token names are not secret; the names of
+/// `token`-method tokens are, so only their hash prefix is shown.
+fn token_display(t: &ProvisionToken) -> String {
+    match t.spec.join_method {
+        JoinMethod::Token => format!("sha256:{}…", token_ref(&t.metadata.name)),
+        _ => t.metadata.name.clone(),
+    }
+}
+
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(v.len());
+    for s in v {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// The logins `roles` allow for a user with `logins_trait`, in role order, without repeats.
+pub(crate) fn expanded_logins(roles: &[Role], logins_trait: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in roles {
+        for l in r.expanded_logins(logins_trait) {
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+    }
+    out
+}
+
+/// The role of bot `name`, impersonating `roles` and reading cert authorities.
+pub(crate) fn bot_role(name: &str, roles: &[String]) -> Role {
+    let mut metadata = Metadata::named(bot_role_name(name));
+    metadata.description = Some(format!("Role of bot {name}"));
+    metadata.labels.insert(BOT_LABEL.into(), name.into());
+    Role {
+        metadata,
+        spec: RoleSpec {
+            allow: RoleConditions {
+                rules: vec![Rule::new(&[kind::CERT_AUTHORITY], &["read"])],
+                impersonate: Some(ImpersonateConditions {
+                    roles: roles.to_vec(),
+                    users: vec![],
+                }),
+                ..RoleConditions::default()
+            },
+            ..RoleSpec::default()
+        },
+    }
+}
+
+/// The user of bot `name`: roles `[bot-<name>]`, labels bot and generation 0, traits logins.
+pub(crate) fn bot_user(name: &str, logins: &[String]) -> User {
+    let mut metadata = Metadata::named(bot_user_name(name));
+    metadata.labels.insert(BOT_LABEL.into(), name.into());
+    metadata.labels.insert(GENERATION_LABEL.into(), "0".into());
+    User {
+        metadata,
+        spec: UserSpec {
+            roles: vec![bot_role_name(name)],
+            traits: BTreeMap::from([("logins".to_string(), logins.to_vec())]),
+        },
+    }
+}
+
+impl Core {
+    // ---------------------------------------------------------------- authentication
+
+    /// Authenticates the caller of `method` from the peer certificates of its connection
+    /// (already verified against the TLS CA by the TLS layer) and checks locks.
+    pub async fn authenticate(
+        &self,
+        peer_certs: Option<&[rustls_pki_types::CertificateDer<'static>]>,
+        method: &str,
+    ) -> Result<Caller> {
+        let leaf = peer_certs.and_then(|c| c.first()).ok_or_else(|| {
+            AuthError::Unauthenticated(format!(
+                "{method} needs a client certificate of cluster {:?}, and none was presented; use tctl with --identity (the admin identity in the auth server's data directory under admin/) or a bot's identity",
+                self.cluster_name
+            ))
+        })?;
+        let id = parse_tls_identity(leaf.as_ref()).map_err(|e| {
+            AuthError::Unauthenticated(format!(
+                "the client certificate does not carry a Machine ID identity ({e}); use a certificate this cluster issued"
+            ))
+        })?;
+        if id.cluster != self.cluster_name {
+            return Err(AuthError::Unauthenticated(format!(
+                "the client certificate was issued for cluster {:?}, but this is cluster {:?}; use an identity of this cluster",
+                id.cluster, self.cluster_name
+            )));
+        }
+        let now = self.clock.now();
+        if id.expires <= now {
+            let hint = if id.is_admin() {
+                "restart the auth server to re-issue the admin identity, or point --identity at the current one"
+            } else if id.renewable {
+                "the bot must join again with a new token (tctl bots add, or tctl tokens add --type=bot)"
+            } else {
+                "get a new certificate (tbot renews its outputs on its own when it is running)"
+            };
+            return Err(AuthError::Unauthenticated(format!(
+                "the client certificate of {:?} expired at {}; {hint}",
+                id.username,
+                rfc3339(id.expires)
+            )));
+        }
+        if let Some(lock) = self.lock_for(&id.username, &id.roles, now).await? {
+            let message = lock_message(&id.username, &lock);
+            self.audit_denied(&id.username, method, &message).await;
+            return Err(AuthError::AccessDenied(message));
+        }
+        let roles = self.stored_roles(&id.roles).await?;
+        tracing::debug!(user = %id.username, method, "authenticated call");
+        Ok(Caller {
+            identity: id,
+            roles,
+        })
+    }
+
+    /// The stored roles among `names`; unknown names are skipped.
+    async fn stored_roles(&self, names: &[String]) -> Result<Vec<Role>> {
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            if n.starts_with('@') || state::check_key_name("role", n).is_err() {
+                continue;
+            }
+            if let Some((r, _)) = self.state.get::<Role>(&state::role_key(n)).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first lock in force at `now` on `user` or one of `roles`.
+    async fn lock_for(
+        &self,
+        user: &str,
+        roles: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<Lock>> {
+        let locks = self.state.list::<Lock>(state::LOCKS).await?;
+        Ok(locks
+            .into_iter()
+            .map(|(l, _)| l)
+            .find(|l| l.applies_to(user, roles, now)))
+    }
+
+    /// Writes an `access.denied` event.
+    pub async fn audit_denied(&self, user: &str, method: &str, message: &str) {
+        self.audit(
+            event_types::ACCESS_DENIED,
+            Some(user),
+            false,
+            message.to_string(),
+            json!({ "method": method }),
+        )
+        .await;
+    }
+
+    /// Checks `verb` on `resource` for `caller`, auditing a refusal.
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        method: &str,
+        resource: &str,
+        verb: Verb,
+    ) -> Result<()> {
+        match caller.check(resource, verb) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::info!(user = %caller.identity.username, method, resource, verb = verb.as_str(), "access denied");
+                self.audit_denied(&caller.identity.username, method, &e.to_string())
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- audit
+
+    /// Appends an event to the audit log. Best effort: a failure is logged, not returned, so
+    /// the audit log never makes a call fail after its effect is committed.
+    pub async fn audit(
+        &self,
+        event_type: &str,
+        user: Option<&str>,
+        success: bool,
+        message: String,
+        fields: serde_json::Value,
+    ) {
+        let now = self.clock.now();
+        let nanos = {
+            let mut last = self
+                .last_event_nanos
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = now.unix_timestamp_nanos().max(*last + 1);
+            *last = n;
+            n
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let event = AuditEvent {
+            id: id.clone(),
+            time: now,
+            event_type: event_type.to_string(),
+            user: user.map(str::to_string),
+            success,
+            message,
+            fields: match fields {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+        };
+        let key = state::event_key(nanos, &id);
+        if let Err(e) = self
+            .state
+            .create(&key, &event, || {
+                AuthError::Internal("event id collision".into())
+            })
+            .await
+        {
+            tracing::error!(error = %e, event = event_type, "cannot write audit event");
+        }
+    }
+
+    // ---------------------------------------------------------------- certificates
+
+    fn ttl(&self, requested_secs: u64, max: Duration) -> Duration {
+        let d = if requested_secs == 0 {
+            self.limits.default_cert_ttl
+        } else {
+            Duration::from_secs(requested_secs)
+        };
+        d.min(max)
+    }
+
+    fn subject_key(der: &[u8]) -> Result<PublicKey> {
+        if der.is_empty() {
+            return Err(AuthError::InvalidArgument(
+                "public_key is empty; send the DER SubjectPublicKeyInfo of the key to certify"
+                    .into(),
+            ));
+        }
+        PublicKey::from_spki_der(der).map_err(|e| {
+            AuthError::InvalidArgument(format!(
+                "public_key is not a supported DER SubjectPublicKeyInfo: {e}"
+            ))
+        })
+    }
+
+    /// Mints the SSH and X.509 certificates of `identity` for `subject`.
+    fn issue(&self, subject: &PublicKey, identity: &Identity) -> Result<v1::Certs> {
+        let now = self.clock.now();
+        let ssh_cert = self.signer.sign_user_ssh_cert(subject, identity, now)?;
+        let tls_cert = self.signer.sign_user_tls_cert(subject, identity, now)?;
+        Ok(v1::Certs {
+            ssh_cert,
+            tls_cert,
+            tls_ca_certs: self.tls_ca_certs(),
+            ssh_ca_keys: vec![self.signer.user_ca_openssh(), self.signer.host_ca_openssh()],
+        })
+    }
+
+    /// The TLS CA certificates, DER.
+    pub fn tls_ca_certs(&self) -> Vec<Vec<u8>> {
+        vec![self.signer.tls_ca_cert_der().to_vec()]
+    }
+
+    /// RegisterUsingToken: exchanges a single-use bot token for the bot's first renewable
+    /// identity (generation 1).
+    pub async fn register_using_token(
+        &self,
+        req: v1::RegisterUsingTokenRequest,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<v1::Certs> {
+        let token_ref = token_ref(&req.token);
+        let remote = remote.map(|a| a.to_string()).unwrap_or_default();
+        match self.join_with_token(&req).await {
+            Ok((certs, user, generation)) => {
+                tracing::info!(user = %user, token = %token_ref, remote = %remote, "bot joined");
+                self.audit(
+                    event_types::BOT_JOIN,
+                    Some(&user),
+                    true,
+                    format!("{user} joined with a token"),
+                    json!({ "method": "token", "token": token_ref, "generation": generation, "remote_addr": remote }),
+                )
+                .await;
+                Ok(certs)
+            }
+            Err((e, user)) => {
+                tracing::info!(token = %token_ref, remote = %remote, error = %e, "join refused");
+                self.audit(
+                    event_types::JOIN_FAILED,
+                    user.as_deref(),
+                    false,
+                    e.to_string(),
+                    json!({ "method": "token", "token": token_ref, "remote_addr": remote }),
+                )
+                .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn join_with_token(
+        &self,
+        req: &v1::RegisterUsingTokenRequest,
+    ) -> std::result::Result<(v1::Certs, String, u64), (AuthError, Option<String>)> {
+        let no_user = |e: AuthError| (e, None);
+        if req.token.is_empty() {
+            return Err(no_user(AuthError::InvalidArgument(
+                "a join token is required; pass the one tctl bots add printed (--token)".into(),
+            )));
+        }
+        if req.token.len() > 1024 {
+            return Err(no_user(AuthError::AccessDenied(
+                JoinError::TokenNotFound.to_string(),
+            )));
+        }
+        let subject = Self::subject_key(&req.public_key).map_err(no_user)?;
+        let token_key = state::token_key(&req.token);
+        let now = self.clock.now();
+        let (token, token_rev) = self
+            .state
+            .get::<ProvisionToken>(&token_key)
+            .await
+            .map_err(no_user)?
+            .ok_or_else(|| {
+                no_user(AuthError::AccessDenied(
+                    JoinError::TokenNotFound.to_string(),
+                ))
+            })?;
+        let bot = machine_id_join::token::verify(&token, &req.token, now)
+            .map_err(|e| no_user(AuthError::AccessDenied(e.to_string())))?;
+        let user_name = bot_user_name(&bot);
+        let with_user = |e: AuthError| (e, Some(user_name.clone()));
+        let user_key = state::user_key(&user_name);
+        let missing_bot = || {
+            AuthError::AccessDenied(format!(
+                "the join token names bot {bot:?}, which does not exist (deleted?); create it with tctl bots add {bot} --roles=..."
+            ))
+        };
+        let (mut user, mut user_rev) = self
+            .state
+            .get::<User>(&user_key)
+            .await
+            .map_err(with_user)?
+            .ok_or_else(|| with_user(missing_bot()))?;
+        if user.bot_name() != Some(bot.as_str()) {
+            return Err(with_user(missing_bot()));
+        }
+        if let Some(lock) = self
+            .lock_for(&user_name, &user.spec.roles, now)
+            .await
+            .map_err(with_user)?
+        {
+            return Err(with_user(AuthError::AccessDenied(lock_message(
+                &user_name, &lock,
+            ))));
+        }
+        // Consume the token and reset the generation counter in one transaction: exactly one
+        // of any number of concurrent joins with one token commits.
+        let mut committed = false;
+        for _ in 0..JOIN_CAS_ATTEMPTS {
+            user.set_generation(1);
+            let ops = vec![
+                Op::CompareAndDelete {
+                    key: token_key.clone(),
+                    revision: token_rev,
+                },
+                Op::CompareAndSwap {
+                    key: user_key.clone(),
+                    revision: user_rev,
+                    value: state::encode(&user).map_err(with_user)?,
+                },
+            ];
+            match self.state.backend.atomic_write(ops).await {
+                Ok(_) => {
+                    committed = true;
+                    break;
+                }
+                Err(StoreError::Conflict { key } | StoreError::NotFound { key })
+                    if key == token_key =>
+                {
+                    return Err(with_user(AuthError::AccessDenied(
+                        JoinError::TokenNotFound.to_string(),
+                    )));
+                }
+                Err(StoreError::Conflict { key }) if key == user_key => {
+                    let (u, r) = self
+                        .state
+                        .get::<User>(&user_key)
+                        .await
+                        .map_err(with_user)?
+                        .ok_or_else(|| with_user(missing_bot()))?;
+                    user = u;
+                    user_rev = r;
+                }
+                Err(StoreError::NotFound { key }) if key == user_key => {
+                    return Err(with_user(missing_bot()));
+                }
+                Err(e) => return Err(with_user(e.into())),
+            }
+        }
+        if !committed {
+            return Err(with_user(AuthError::Retryable(
+                "the bot's user kept changing concurrently; retry the join".into(),
+            )));
+        }
+        let roles = self
+            .stored_roles(&user.spec.roles)
+            .await
+            .map_err(with_user)?;
+        let ttl = self.ttl(req.ttl_seconds, self.limits.max_renewable_ttl);
+        let identity = Identity {
+            username: user_name.clone(),
+            roles: user.spec.roles.clone(),
+            logins: expanded_logins(&roles, user.logins()),
+            traits: user.spec.traits.clone(),
+            renewable: true,
+            generation: 1,
+            impersonator: None,
+            disallow_reissue: false,
+            cluster: self.cluster_name.clone(),
+            expires: add(now, ttl),
+        };
+        let certs = self.issue(&subject, &identity).map_err(with_user)?;
+        Ok((certs, user_name, 1))
+    }
+
+    /// GenerateUserCerts: renewal of the caller's own renewable identity (no role requests)
+    /// or role impersonation (role requests set).
+    pub async fn generate_user_certs(
+        &self,
+        caller: &Caller,
+        req: v1::GenerateUserCertsRequest,
+    ) -> Result<v1::Certs> {
+        let id = &caller.identity;
+        if id.disallow_reissue {
+            let msg = format!(
+                "the certificate of {:?} was issued with disallow-reissue (an impersonated output certificate) and cannot be used to get more certificates; use the bot's own identity",
+                id.username
+            );
+            self.audit_denied(&id.username, "GenerateUserCerts", &msg)
+                .await;
+            return Err(AuthError::AccessDenied(msg));
+        }
+        let subject = Self::subject_key(&req.public_key)?;
+        if req.role_requests.is_empty() {
+            self.renew(caller, &subject, req.ttl_seconds).await
+        } else {
+            self.impersonate(caller, &subject, &req.role_requests, req.ttl_seconds)
+                .await
+        }
+    }
+
+    async fn renew(
+        &self,
+        caller: &Caller,
+        subject: &PublicKey,
+        ttl_seconds: u64,
+    ) -> Result<v1::Certs> {
+        let id = &caller.identity;
+        if !id.renewable {
+            let msg = format!(
+                "the certificate of {:?} is not renewable; join again to get a renewable identity",
+                id.username
+            );
+            self.audit_denied(&id.username, "GenerateUserCerts", &msg)
+                .await;
+            return Err(AuthError::AccessDenied(msg));
+        }
+        let user_key = state::user_key(&id.username);
+        let (mut user, rev) = self.state.get::<User>(&user_key).await?.ok_or_else(|| {
+            AuthError::AccessDenied(format!(
+                "user {:?} no longer exists (was the bot deleted?); create the bot again and join with a new token",
+                id.username
+            ))
+        })?;
+        let now = self.clock.now();
+        let stored = user.generation();
+        if id.generation != stored {
+            return Err(self
+                .generation_mismatch(&id.username, id.generation, stored, now)
+                .await);
+        }
+        let generation = stored + 1;
+        user.set_generation(generation);
+        match self
+            .state
+            .backend
+            .compare_and_swap(&user_key, rev, state::encode(&user)?)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(AuthError::Retryable(format!(
+                    "the certificate generation of {:?} changed concurrently; retry the renewal",
+                    id.username
+                )));
+            }
+            Err(StoreError::NotFound { .. }) => {
+                return Err(AuthError::AccessDenied(format!(
+                    "user {:?} no longer exists (was the bot deleted?)",
+                    id.username
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let roles = self.stored_roles(&user.spec.roles).await?;
+        let ttl = self.ttl(ttl_seconds, self.limits.max_renewable_ttl);
+        let identity = Identity {
+            username: id.username.clone(),
+            roles: user.spec.roles.clone(),
+            logins: expanded_logins(&roles, user.logins()),
+            traits: user.spec.traits.clone(),
+            renewable: true,
+            generation,
+            impersonator: None,
+            disallow_reissue: false,
+            cluster: self.cluster_name.clone(),
+            expires: add(now, ttl),
+        };
+        let certs = self.issue(subject, &identity)?;
+        tracing::info!(user = %id.username, generation, "renewed certificates");
+        self.audit(
+            event_types::CERT_CREATE,
+            Some(&id.username),
+            true,
+            format!("renewed the certificates of {}", id.username),
+            json!({ "kind": "renewal", "generation": generation, "expires": rfc3339(identity.expires) }),
+        )
+        .await;
+        Ok(certs)
+    }
+
+    /// Locks `user` after a stale generation, writes the audit event, and returns the error
+    /// to refuse the call with.
+    async fn generation_mismatch(
+        &self,
+        user: &str,
+        presented: u64,
+        stored: u64,
+        now: OffsetDateTime,
+    ) -> AuthError {
+        let lock_name = format!("generation-mismatch-{}", uuid::Uuid::new_v4());
+        let lock = Lock {
+            metadata: Metadata::named(&lock_name),
+            spec: LockSpec {
+                target: LockTarget {
+                    user: Some(user.to_string()),
+                    role: None,
+                },
+                message: format!(
+                    "renewal with certificate generation {presented} while the current generation is {stored}: the bot's certificate may have been stolen and replayed (or its data directory restored from an old copy)"
+                ),
+                created: Some(now),
+            },
+        };
+        if let Err(e) = self
+            .state
+            .create(&state::lock_key(&lock_name), &lock, || {
+                AuthError::Internal("lock id collision".into())
+            })
+            .await
+        {
+            tracing::error!(error = %e, user, "cannot write the lock after a generation mismatch");
+        }
+        tracing::warn!(user, presented, stored, lock = %lock_name, "certificate generation mismatch: user locked");
+        self.audit(
+            event_types::GENERATION_MISMATCH,
+            Some(user),
+            false,
+            lock.spec.message.clone(),
+            json!({ "presented_generation": presented, "stored_generation": stored, "lock": lock_name }),
+        )
+        .await;
+        AuthError::AccessDenied(format!(
+            "renewal refused: the certificate has generation {presented} but the current generation of {user:?} is {stored}; the certificate may have been stolen and replayed, so {user:?} is now locked (lock {lock_name}); an administrator must investigate, remove the lock (tctl locks rm {lock_name}) and join the bot again with a new token"
+        ))
+    }
+
+    async fn impersonate(
+        &self,
+        caller: &Caller,
+        subject: &PublicKey,
+        requested: &[String],
+        ttl_seconds: u64,
+    ) -> Result<v1::Certs> {
+        let id = &caller.identity;
+        let requested = dedup(requested);
+        if let Err(role) = rbac::check_impersonation(id.is_admin(), &caller.roles, &requested) {
+            let allowed: Vec<String> = caller
+                .roles
+                .iter()
+                .filter_map(|r| r.spec.allow.impersonate.as_ref())
+                .flat_map(|i| i.roles.iter().cloned())
+                .collect();
+            let msg = format!(
+                "{:?} may not impersonate role {role:?}; it may impersonate [{}] (the roles given to tctl bots add --roles)",
+                id.username,
+                allowed.join(", ")
+            );
+            self.audit_denied(&id.username, "GenerateUserCerts", &msg)
+                .await;
+            return Err(AuthError::AccessDenied(msg));
+        }
+        let mut roles = Vec::with_capacity(requested.len());
+        for r in &requested {
+            state::check_key_name("role", r)?;
+            let (role, _) = self
+                .state
+                .get::<Role>(&state::role_key(r))
+                .await?
+                .ok_or_else(|| {
+                    AuthError::NotFound(format!(
+                        "role {r:?} does not exist (deleted?); ask an administrator to create it or change the bot's roles"
+                    ))
+                })?;
+            roles.push(role);
+        }
+        let traits = match self
+            .state
+            .get::<User>(&state::user_key(&id.username))
+            .await?
+        {
+            Some((u, _)) => u.spec.traits,
+            None => id.traits.clone(),
+        };
+        let logins_trait = traits.get("logins").cloned().unwrap_or_default();
+        let now = self.clock.now();
+        let mut max = self.limits.max_renewable_ttl;
+        for r in &roles {
+            if let Some(m) = r.spec.options.max_session_ttl {
+                max = max.min(m);
+            }
+        }
+        let expires = add(now, self.ttl(ttl_seconds, max)).min(id.expires);
+        let identity = Identity {
+            username: id.username.clone(),
+            roles: requested.clone(),
+            logins: expanded_logins(&roles, &logins_trait),
+            traits,
+            renewable: false,
+            generation: 0,
+            impersonator: Some(id.username.clone()),
+            disallow_reissue: true,
+            cluster: self.cluster_name.clone(),
+            expires,
+        };
+        let certs = self.issue(subject, &identity)?;
+        tracing::info!(user = %id.username, roles = %requested.join(","), "issued impersonated certificates");
+        self.audit(
+            event_types::CERT_CREATE,
+            Some(&id.username),
+            true,
+            format!("issued certificates for roles [{}] to {}", requested.join(", "), id.username),
+            json!({ "kind": "impersonation", "roles": requested, "logins": identity.logins, "expires": rfc3339(expires) }),
+        )
+        .await;
+        Ok(certs)
+    }
+
+    // ---------------------------------------------------------------- roles
+
+    /// GetRole.
+    pub async fn get_role(&self, caller: &Caller, name: &str) -> Result<Role> {
+        self.authorize(caller, "GetRole", kind::ROLE, Verb::Read)
+            .await?;
+        state::check_key_name("role", name)?;
+        self.state
+            .get::<Role>(&state::role_key(name))
+            .await?
+            .map(|(r, _)| r)
+            .ok_or_else(|| not_found("role", name, "tctl get roles"))
+    }
+
+    /// ListRoles.
+    pub async fn list_roles(&self, caller: &Caller) -> Result<Vec<Role>> {
+        self.authorize(caller, "ListRoles", kind::ROLE, Verb::List)
+            .await?;
+        Ok(self
+            .state
+            .list::<Role>(state::ROLES)
+            .await?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// UpsertRole.
+    pub async fn upsert_role(
+        &self,
+        caller: &Caller,
+        role: Role,
+        create_only: bool,
+    ) -> Result<Role> {
+        let name = role.metadata.name.clone();
+        state::check_key_name("role", &name)?;
+        let key = state::role_key(&name);
+        self.upsert(
+            caller,
+            "UpsertRole",
+            kind::ROLE,
+            &key,
+            &name,
+            &role,
+            create_only,
+        )
+        .await?;
+        Ok(role)
+    }
+
+    /// Creates or overwrites `value` at `key` with the RBAC and audit every kind shares.
+    #[allow(clippy::too_many_arguments)] // one shared helper for five resource kinds
+    async fn upsert<T: serde::Serialize>(
+        &self,
+        caller: &Caller,
+        method: &str,
+        resource: &str,
+        key: &str,
+        shown: &str,
+        value: &T,
+        create_only: bool,
+    ) -> Result<()> {
+        let exists = self.state.backend.get(key).await?.is_some();
+        let verb = if exists && !create_only {
+            Verb::Update
+        } else {
+            Verb::Create
+        };
+        self.authorize(caller, method, resource, verb).await?;
+        let already = || {
+            AuthError::AlreadyExists(format!(
+                "{resource} {shown} already exists; use -f/--force to overwrite it"
+            ))
+        };
+        if create_only {
+            if exists {
+                return Err(already());
+            }
+            self.state.create(key, value, already).await?;
+        } else {
+            self.state.put(key, value).await?;
+        }
+        tracing::info!(user = %caller.identity.username, kind = resource, name = %shown, "resource written");
+        let event = if resource == kind::LOCK {
+            event_types::LOCK_CREATE
+        } else {
+            event_types::RESOURCE_PUT
+        };
+        self.audit(
+            event,
+            Some(&caller.identity.username),
+            true,
+            format!(
+                "{resource} {shown} {}",
+                if exists { "updated" } else { "created" }
+            ),
+            json!({ "kind": resource, "name": shown }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Deletes `key` with the RBAC and audit every kind shares.
+    async fn delete(
+        &self,
+        caller: &Caller,
+        method: &str,
+        resource: &str,
+        key: &str,
+        shown: &str,
+        hint: &str,
+    ) -> Result<()> {
+        self.authorize(caller, method, resource, Verb::Delete)
+            .await?;
+        self.state
+            .delete(key, || not_found(resource, shown, hint))
+            .await?;
+        tracing::info!(user = %caller.identity.username, kind = resource, name = %shown, "resource deleted");
+        let event = if resource == kind::LOCK {
+            event_types::LOCK_DELETE
+        } else {
+            event_types::RESOURCE_DELETE
+        };
+        self.audit(
+            event,
+            Some(&caller.identity.username),
+            true,
+            format!("{resource} {shown} deleted"),
+            json!({ "kind": resource, "name": shown }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// DeleteRole. Refused while a user holds the role or a bot may impersonate it.
+    pub async fn delete_role(&self, caller: &Caller, name: &str) -> Result<()> {
+        self.authorize(caller, "DeleteRole", kind::ROLE, Verb::Delete)
+            .await?;
+        state::check_key_name("role", name)?;
+        let key = state::role_key(name);
+        if self.state.backend.get(&key).await?.is_none() {
+            return Err(not_found("role", name, "tctl get roles"));
+        }
+        for (u, _) in self.state.list::<User>(state::USERS).await? {
+            if u.spec.roles.iter().any(|r| r == name) {
+                let hint = match u.bot_name() {
+                    Some(bot) => format!("delete the bot first (tctl bots rm {bot})"),
+                    None => "remove the role from the user first".to_string(),
+                };
+                return Err(AuthError::FailedPrecondition(format!(
+                    "role {name:?} is in use by user {:?}; {hint}",
+                    u.metadata.name
+                )));
+            }
+        }
+        for (r, _) in self.state.list::<Role>(state::ROLES).await? {
+            let Some(bot) = r.metadata.labels.get(BOT_LABEL) else {
+                continue;
+            };
+            if r.spec
+                .allow
+                .impersonate
+                .as_ref()
+                .is_some_and(|i| i.roles.iter().any(|x| x == name))
+            {
+                return Err(AuthError::FailedPrecondition(format!(
+                    "role {name:?} is in use by bot {bot:?}, which may impersonate it; delete the bot first (tctl bots rm {bot}) or add it again without this role"
+                )));
+            }
+        }
+        self.delete(
+            caller,
+            "DeleteRole",
+            kind::ROLE,
+            &key,
+            name,
+            "tctl get roles",
+        )
+        .await
+    }
+
+    // ---------------------------------------------------------------- tokens
+
+    /// GetToken.
+    pub async fn get_token(&self, caller: &Caller, name: &str) -> Result<ProvisionToken> {
+        self.authorize(caller, "GetToken", kind::TOKEN, Verb::Read)
+            .await?;
+        state::check_key_name("token", name)?;
+        self.state
+            .get::<ProvisionToken>(&state::token_key(name))
+            .await?
+            .map(|(t, _)| t)
+            .ok_or_else(token_not_found)
+    }
+
+    /// ListTokens.
+    pub async fn list_tokens(&self, caller: &Caller) -> Result<Vec<ProvisionToken>> {
+        self.authorize(caller, "ListTokens", kind::TOKEN, Verb::List)
+            .await?;
+        let mut v: Vec<ProvisionToken> = self
+            .state
+            .list::<ProvisionToken>(state::TOKENS)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        v.sort_by(|a, b| {
+            (a.metadata.expires, &a.metadata.name).cmp(&(b.metadata.expires, &b.metadata.name))
+        });
+        Ok(v)
+    }
+
+    /// UpsertToken.
+    pub async fn upsert_token(
+        &self,
+        caller: &Caller,
+        token: ProvisionToken,
+        create_only: bool,
+    ) -> Result<ProvisionToken> {
+        state::check_key_name("token", &token.metadata.name)?;
+        let key = state::token_key(&token.metadata.name);
+        let shown = token_display(&token);
+        self.upsert(
+            caller,
+            "UpsertToken",
+            kind::TOKEN,
+            &key,
+            &shown,
+            &token,
+            create_only,
+        )
+        .await?;
+        Ok(token)
+    }
+
+    /// DeleteToken.
+    pub async fn delete_token(&self, caller: &Caller, name: &str) -> Result<()> {
+        self.authorize(caller, "DeleteToken", kind::TOKEN, Verb::Delete)
+            .await?;
+        state::check_key_name("token", name)?;
+        let key = state::token_key(name);
+        let shown = match self.state.get::<ProvisionToken>(&key).await? {
+            Some((t, _)) => token_display(&t),
+            None => return Err(token_not_found()),
+        };
+        self.state.delete(&key, token_not_found).await?;
+        tracing::info!(user = %caller.identity.username, token = %shown, "token deleted");
+        self.audit(
+            event_types::RESOURCE_DELETE,
+            Some(&caller.identity.username),
+            true,
+            format!("token {shown} deleted"),
+            json!({ "kind": kind::TOKEN, "name": shown }),
+        )
+        .await;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- users
+
+    /// GetUser.
+    pub async fn get_user(&self, caller: &Caller, name: &str) -> Result<User> {
+        self.authorize(caller, "GetUser", kind::USER, Verb::Read)
+            .await?;
+        state::check_key_name("user", name)?;
+        self.state
+            .get::<User>(&state::user_key(name))
+            .await?
+            .map(|(u, _)| u)
+            .ok_or_else(|| not_found("user", name, "tctl get users"))
+    }
+
+    /// ListUsers.
+    pub async fn list_users(&self, caller: &Caller) -> Result<Vec<User>> {
+        self.authorize(caller, "ListUsers", kind::USER, Verb::List)
+            .await?;
+        Ok(self
+            .state
+            .list::<User>(state::USERS)
+            .await?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect())
+    }
+
+    // ---------------------------------------------------------------- nodes
+
+    /// GetNode.
+    pub async fn get_node(&self, caller: &Caller, name: &str) -> Result<Node> {
+        self.authorize(caller, "GetNode", kind::NODE, Verb::Read)
+            .await?;
+        state::check_key_name("node", name)?;
+        self.state
+            .get::<Node>(&state::node_key(name))
+            .await?
+            .map(|(n, _)| n)
+            .ok_or_else(|| not_found("node", name, "tctl nodes ls"))
+    }
+
+    /// ListNodes.
+    pub async fn list_nodes(&self, caller: &Caller) -> Result<Vec<Node>> {
+        self.authorize(caller, "ListNodes", kind::NODE, Verb::List)
+            .await?;
+        Ok(self
+            .state
+            .list::<Node>(state::NODES)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// UpsertNode.
+    pub async fn upsert_node(
+        &self,
+        caller: &Caller,
+        node: Node,
+        create_only: bool,
+    ) -> Result<Node> {
+        let name = node.metadata.name.clone();
+        state::check_key_name("node", &name)?;
+        let key = state::node_key(&name);
+        self.upsert(
+            caller,
+            "UpsertNode",
+            kind::NODE,
+            &key,
+            &name,
+            &node,
+            create_only,
+        )
+        .await?;
+        Ok(node)
+    }
+
+    /// DeleteNode.
+    pub async fn delete_node(&self, caller: &Caller, name: &str) -> Result<()> {
+        state::check_key_name("node", name)?;
+        self.delete(
+            caller,
+            "DeleteNode",
+            kind::NODE,
+            &state::node_key(name),
+            name,
+            "tctl nodes ls",
+        )
+        .await
+    }
+
+    // ---------------------------------------------------------------- locks
+
+    /// ListLocks.
+    pub async fn list_locks(&self, caller: &Caller) -> Result<Vec<Lock>> {
+        self.authorize(caller, "ListLocks", kind::LOCK, Verb::List)
+            .await?;
+        let mut v: Vec<Lock> = self
+            .state
+            .list::<Lock>(state::LOCKS)
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        v.sort_by(|a, b| {
+            (a.spec.created, &a.metadata.name).cmp(&(b.spec.created, &b.metadata.name))
+        });
+        Ok(v)
+    }
+
+    /// UpsertLock.
+    pub async fn upsert_lock(
+        &self,
+        caller: &Caller,
+        mut lock: Lock,
+        create_only: bool,
+    ) -> Result<Lock> {
+        let name = lock.metadata.name.clone();
+        state::check_key_name("lock", &name)?;
+        if lock.spec.created.is_none() {
+            lock.spec.created = Some(self.clock.now());
+        }
+        let key = state::lock_key(&name);
+        self.upsert(
+            caller,
+            "UpsertLock",
+            kind::LOCK,
+            &key,
+            &name,
+            &lock,
+            create_only,
+        )
+        .await?;
+        Ok(lock)
+    }
+
+    /// DeleteLock.
+    pub async fn delete_lock(&self, caller: &Caller, name: &str) -> Result<()> {
+        state::check_key_name("lock", name)?;
+        self.delete(
+            caller,
+            "DeleteLock",
+            kind::LOCK,
+            &state::lock_key(name),
+            name,
+            "tctl locks ls",
+        )
+        .await
+    }
+
+    // ---------------------------------------------------------------- bots
+
+    /// CreateBot: checks the roles first, then creates the bot's role, user and (unless an
+    /// existing token is named) a fresh single-use token in one transaction.
+    pub async fn create_bot(
+        &self,
+        caller: &Caller,
+        req: v1::CreateBotRequest,
+    ) -> Result<v1::CreateBotResponse> {
+        self.authorize(caller, "CreateBot", kind::BOT, Verb::Create)
+            .await?;
+        let name = req.name.trim().to_string();
+        if name.is_empty() {
+            return Err(AuthError::InvalidArgument(
+                "a bot name is required (tctl bots add NAME --roles=...)".into(),
+            ));
+        }
+        state::check_key_name("bot", &name)?;
+        let roles = dedup(&req.roles);
+        // Every role must exist before anything is written.
+        for r in &roles {
+            state::check_key_name("role", r)
+                .map_err(|_| AuthError::InvalidArgument(format!("invalid role name {r:?}")))?;
+            if r.starts_with('@') || self.state.backend.get(&state::role_key(r)).await?.is_none() {
+                let known: Vec<String> = self
+                    .state
+                    .list::<Role>(state::ROLES)
+                    .await?
+                    .into_iter()
+                    .map(|(r, _)| r.metadata.name)
+                    .filter(|n| !n.starts_with("bot-"))
+                    .collect();
+                return Err(AuthError::NotFound(format!(
+                    "role {r:?} does not exist, so bot {name:?} was not created; create the role first (tctl create -f role.yaml) or use one of: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let role = bot_role(&name, &roles);
+        let user = bot_user(&name, &req.logins);
+        role.validate()
+            .map_err(|e| AuthError::InvalidArgument(e.to_string()))?;
+        user.validate()
+            .map_err(|e| AuthError::InvalidArgument(e.to_string()))?;
+        let now = self.clock.now();
+        let role_key = state::role_key(&role.metadata.name);
+        let user_key = state::user_key(&user.metadata.name);
+        let mut ops = vec![
+            Op::Create {
+                key: role_key.clone(),
+                value: state::encode(&role)?,
+            },
+            Op::Create {
+                key: user_key.clone(),
+                value: state::encode(&user)?,
+            },
+        ];
+        let (token_name, token_expires, join_method) = if req.token_name.is_empty() {
+            let secret = machine_id_join::token::generate();
+            let ttl = if req.token_ttl_seconds == 0 {
+                self.limits.default_token_ttl
+            } else {
+                Duration::from_secs(req.token_ttl_seconds)
+            };
+            let expires = add(now, ttl);
+            let token = ProvisionToken {
+                metadata: Metadata {
+                    expires: Some(expires),
+                    ..Metadata::named(secret.expose())
+                },
+                spec: TokenSpec {
+                    roles: vec![SYSTEM_ROLE_BOT.into()],
+                    join_method: JoinMethod::Token,
+                    bot_name: Some(name.clone()),
+                    allow: vec![],
+                },
+            };
+            ops.push(Op::Create {
+                key: state::token_key(secret.expose()),
+                value: state::encode(&token)?,
+            });
+            (
+                secret.expose().to_string(),
+                Some(expires),
+                JoinMethod::Token,
+            )
+        } else {
+            let tname = req.token_name.as_str();
+            state::check_key_name("token", tname)?;
+            let (tok, _) = self
+                .state
+                .get::<ProvisionToken>(&state::token_key(tname))
+                .await?
+                .ok_or_else(|| {
+                    AuthError::NotFound(format!(
+                        "token {tname:?} not found, so bot {name:?} was not created; create it first (tctl create -f token.yaml)"
+                    ))
+                })?;
+            if !tok.allows_bot() {
+                return Err(AuthError::InvalidArgument(format!(
+                    "token {tname:?} does not include role Bot; set spec.roles: [Bot] in the token"
+                )));
+            }
+            if tok.spec.bot_name.as_deref() != Some(name.as_str()) {
+                return Err(AuthError::InvalidArgument(format!(
+                    "token {tname:?} is for bot {:?}, not {name:?}; set spec.bot_name: {name} in the token",
+                    tok.spec.bot_name.as_deref().unwrap_or("")
+                )));
+            }
+            if tok.metadata.is_expired(now) {
+                return Err(AuthError::InvalidArgument(format!(
+                    "token {tname:?} expired at {}; create a new one",
+                    tok.metadata.expires.map(rfc3339).unwrap_or_default()
+                )));
+            }
+            (
+                tname.to_string(),
+                tok.metadata.expires,
+                tok.spec.join_method,
+            )
+        };
+        match self.state.backend.atomic_write(ops).await {
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists { key }) if key == role_key || key == user_key => {
+                return Err(AuthError::AlreadyExists(format!(
+                    "bot {name:?} already exists (its user or role bot-{name} exists); remove it first with tctl bots rm {name}"
+                )));
+            }
+            Err(StoreError::AlreadyExists { .. }) => {
+                return Err(AuthError::Retryable("token collision; retry".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(user = %caller.identity.username, bot = %name, roles = %roles.join(","), join_method = %join_method, "bot created");
+        self.audit(
+            event_types::BOT_CREATE,
+            Some(&caller.identity.username),
+            true,
+            format!("bot {name} created with roles [{}]", roles.join(", ")),
+            json!({ "bot": name, "roles": roles, "join_method": join_method.as_str(), "token": token_ref(&token_name) }),
+        )
+        .await;
+        Ok(v1::CreateBotResponse {
+            bot: Some(
+                Bot {
+                    name: name.clone(),
+                    user_name: bot_user_name(&name),
+                    roles,
+                    locked: false,
+                }
+                .into(),
+            ),
+            token_name,
+            token_expires: token_expires.map(machine_id_proto::timestamp_from),
+            join_method: join_method.as_str().to_string(),
+        })
+    }
+
+    /// The bot view of a bot user.
+    async fn bot_of(
+        &self,
+        user: &User,
+        locks: &[Lock],
+        now: OffsetDateTime,
+    ) -> Result<Option<Bot>> {
+        let Some(name) = user.bot_name() else {
+            return Ok(None);
+        };
+        let roles = match self
+            .state
+            .get::<Role>(&state::role_key(&bot_role_name(name)))
+            .await?
+        {
+            Some((r, _)) => r
+                .spec
+                .allow
+                .impersonate
+                .map(|i| i.roles)
+                .unwrap_or_default(),
+            None => vec![],
+        };
+        Ok(Some(Bot {
+            name: name.to_string(),
+            user_name: user.metadata.name.clone(),
+            roles,
+            locked: locks
+                .iter()
+                .any(|l| l.applies_to(&user.metadata.name, &user.spec.roles, now)),
+        }))
+    }
+
+    /// GetBot.
+    pub async fn get_bot(&self, caller: &Caller, name: &str) -> Result<Bot> {
+        self.authorize(caller, "GetBot", kind::BOT, Verb::Read)
+            .await?;
+        state::check_key_name("bot", name)?;
+        let locks: Vec<Lock> = self
+            .state
+            .list::<Lock>(state::LOCKS)
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        let user = self
+            .state
+            .get::<User>(&state::user_key(&bot_user_name(name)))
+            .await?
+            .map(|(u, _)| u);
+        match user {
+            Some(u) if u.bot_name() == Some(name) => self
+                .bot_of(&u, &locks, self.clock.now())
+                .await?
+                .ok_or_else(|| not_found("bot", name, "tctl bots ls")),
+            _ => Err(not_found("bot", name, "tctl bots ls")),
+        }
+    }
+
+    /// ListBots.
+    pub async fn list_bots(&self, caller: &Caller) -> Result<Vec<Bot>> {
+        self.authorize(caller, "ListBots", kind::BOT, Verb::List)
+            .await?;
+        let locks: Vec<Lock> = self
+            .state
+            .list::<Lock>(state::LOCKS)
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for (u, _) in self.state.list::<User>(state::USERS).await? {
+            if let Some(b) = self.bot_of(&u, &locks, now).await? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// DeleteBot: the bot's user, role and `token`-method tokens, in one transaction. Locks on
+    /// the bot's user are kept (they are a record of an incident; remove them with
+    /// DeleteLock).
+    pub async fn delete_bot(&self, caller: &Caller, name: &str) -> Result<()> {
+        self.authorize(caller, "DeleteBot", kind::BOT, Verb::Delete)
+            .await?;
+        state::check_key_name("bot", name)?;
+        let user_key = state::user_key(&bot_user_name(name));
+        let (user, user_rev) = match self.state.get::<User>(&user_key).await? {
+            Some((u, r)) if u.bot_name() == Some(name) => (u, r),
+            _ => return Err(not_found("bot", name, "tctl bots ls")),
+        };
+        let mut ops = vec![Op::CompareAndDelete {
+            key: user_key,
+            revision: user_rev,
+        }];
+        let role_key = state::role_key(&bot_role_name(name));
+        if let Some((role, rev)) = self.state.get::<Role>(&role_key).await?
+            && role.metadata.labels.get(BOT_LABEL).map(String::as_str) == Some(name)
+        {
+            ops.push(Op::CompareAndDelete {
+                key: role_key,
+                revision: rev,
+            });
+        }
+        let mut tokens = 0;
+        for item in self.state.backend.range(state::TOKENS).await? {
+            let t: ProvisionToken = state::decode(&item.key, &item.value)?;
+            if t.spec.join_method == JoinMethod::Token && t.spec.bot_name.as_deref() == Some(name) {
+                tokens += 1;
+                ops.push(Op::CompareAndDelete {
+                    key: item.key,
+                    revision: item.revision,
+                });
+            }
+        }
+        match self.state.backend.atomic_write(ops).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
+                return Err(AuthError::Retryable(format!(
+                    "bot {name:?} changed while it was being deleted (a join or renewal?); retry"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(user = %caller.identity.username, bot = %name, tokens, "bot deleted");
+        self.audit(
+            event_types::BOT_DELETE,
+            Some(&caller.identity.username),
+            true,
+            format!("bot {name} deleted"),
+            json!({ "bot": name, "user": user.metadata.name, "tokens_deleted": tokens }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// LockBot: locks the bot's user.
+    pub async fn lock_bot(&self, caller: &Caller, req: v1::LockBotRequest) -> Result<Lock> {
+        self.authorize(caller, "LockBot", kind::LOCK, Verb::Create)
+            .await?;
+        let name = req.name.as_str();
+        state::check_key_name("bot", name)?;
+        let user_name = bot_user_name(name);
+        match self.state.get::<User>(&state::user_key(&user_name)).await? {
+            Some((u, _)) if u.bot_name() == Some(name) => {}
+            _ => return Err(not_found("bot", name, "tctl bots ls")),
+        }
+        let now = self.clock.now();
+        let lock_name = uuid::Uuid::new_v4().to_string();
+        let lock = Lock {
+            metadata: Metadata {
+                expires: (req.ttl_seconds > 0)
+                    .then(|| add(now, Duration::from_secs(req.ttl_seconds))),
+                ..Metadata::named(&lock_name)
+            },
+            spec: LockSpec {
+                target: LockTarget {
+                    user: Some(user_name.clone()),
+                    role: None,
+                },
+                message: if req.message.is_empty() {
+                    format!("locked by {}", caller.identity.username)
+                } else {
+                    req.message.clone()
+                },
+                created: Some(now),
+            },
+        };
+        self.state
+            .create(&state::lock_key(&lock_name), &lock, || {
+                AuthError::Retryable("lock id collision; retry".into())
+            })
+            .await?;
+        tracing::info!(user = %caller.identity.username, bot = %name, lock = %lock_name, "bot locked");
+        self.audit(
+            event_types::LOCK_CREATE,
+            Some(&caller.identity.username),
+            true,
+            format!("bot {name} locked: {}", lock.spec.message),
+            json!({ "kind": kind::LOCK, "name": lock_name, "target": lock.target_text() }),
+        )
+        .await;
+        Ok(lock)
+    }
+
+    // ---------------------------------------------------------------- CAs, host certs, events
+
+    /// ExportCA.
+    pub async fn export_ca(&self, caller: &Caller, ca_type: &str) -> Result<v1::ExportCaResponse> {
+        self.authorize(caller, "ExportCA", kind::CERT_AUTHORITY, Verb::Read)
+            .await?;
+        use machine_id_types::ca_kind;
+        Ok(match ca_type {
+            ca_kind::USER => v1::ExportCaResponse {
+                ssh_public_keys: vec![self.signer.user_ca_openssh()],
+                tls_certs: vec![],
+            },
+            ca_kind::HOST => v1::ExportCaResponse {
+                ssh_public_keys: vec![self.signer.host_ca_openssh()],
+                tls_certs: vec![],
+            },
+            ca_kind::TLS => v1::ExportCaResponse {
+                ssh_public_keys: vec![],
+                tls_certs: self.tls_ca_certs(),
+            },
+            other => {
+                return Err(AuthError::InvalidArgument(format!(
+                    "unknown CA type {other:?}; expected user, host or tls"
+                )));
+            }
+        })
+    }
+
+    /// SignHostCert: principals are each host name and `<name>.<cluster>`; the key id is the
+    /// first.
+    pub async fn sign_host_cert(
+        &self,
+        caller: &Caller,
+        req: v1::SignHostCertRequest,
+    ) -> Result<v1::SignHostCertResponse> {
+        self.authorize(caller, "SignHostCert", kind::HOST_CERT, Verb::Create)
+            .await?;
+        if req.hostnames.is_empty() {
+            return Err(AuthError::InvalidArgument(
+                "at least one host name is required (--host=NAME)".into(),
+            ));
+        }
+        let suffix = format!(".{}", self.cluster_name);
+        let mut principals: Vec<String> = Vec::new();
+        for h in &req.hostnames {
+            let h = h.trim();
+            if h.is_empty()
+                || h.len() > 253
+                || h.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+            {
+                return Err(AuthError::InvalidArgument(format!(
+                    "invalid host name {h:?}: no spaces or commas"
+                )));
+            }
+            for p in [h.to_string(), format!("{h}{suffix}")] {
+                if h.ends_with(&suffix) && p != h {
+                    continue;
+                }
+                if !principals.contains(&p) {
+                    principals.push(p);
+                }
+            }
+        }
+        let subject = PublicKey::from_openssh(req.public_key.trim()).map_err(|e| {
+            AuthError::InvalidArgument(format!("public_key is not an OpenSSH public key line: {e}"))
+        })?;
+        let now = self.clock.now();
+        let ttl = if req.ttl_seconds == 0 {
+            self.limits.default_host_cert_ttl
+        } else {
+            Duration::from_secs(req.ttl_seconds).min(MAX_HOST_CERT_TTL)
+        };
+        let not_after = add(now, ttl);
+        let ssh_cert = self
+            .signer
+            .sign_host_ssh_cert(&subject, &principals, now, not_after)?;
+        tracing::info!(user = %caller.identity.username, principals = %principals.join(","), "host certificate signed");
+        self.audit(
+            event_types::HOST_CERT,
+            Some(&caller.identity.username),
+            true,
+            format!("host certificate for {}", principals.join(", ")),
+            json!({ "principals": principals, "expires": rfc3339(not_after) }),
+        )
+        .await;
+        Ok(v1::SignHostCertResponse {
+            ssh_cert,
+            host_ca_key: self.signer.host_ca_openssh(),
+        })
+    }
+
+    /// SearchEvents: oldest first, the newest `limit` of those matching.
+    pub async fn search_events(
+        &self,
+        caller: &Caller,
+        req: v1::SearchEventsRequest,
+    ) -> Result<Vec<AuditEvent>> {
+        self.authorize(caller, "SearchEvents", kind::EVENT, Verb::List)
+            .await?;
+        let since = req
+            .since
+            .as_ref()
+            .map(machine_id_proto::timestamp_to)
+            .transpose()
+            .map_err(|e| AuthError::InvalidArgument(e.to_string()))?;
+        let limit = match req.limit {
+            0 => DEFAULT_EVENTS,
+            n => (n as usize).min(MAX_EVENTS),
+        };
+        let mut events: Vec<AuditEvent> = self
+            .state
+            .list::<AuditEvent>(state::EVENTS)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .filter(|e| req.event_type.is_empty() || e.event_type == req.event_type)
+            .filter(|e| since.is_none_or(|s| e.time >= s))
+            .collect();
+        if events.len() > limit {
+            events.drain(..events.len() - limit);
+        }
+        Ok(events)
+    }
+}
+
+fn lock_message(user: &str, lock: &Lock) -> String {
+    let why = if lock.spec.message.is_empty() {
+        "no reason given".to_string()
+    } else {
+        lock.spec.message.clone()
+    };
+    format!(
+        "{user:?} is locked: {why} (lock {}); an administrator can remove the lock with tctl locks rm {}",
+        lock.metadata.name, lock.metadata.name
+    )
+}
+
+fn not_found(resource: &str, name: &str, hint: &str) -> AuthError {
+    AuthError::NotFound(format!("{resource} {name:?} not found; see {hint}"))
+}
+
+fn token_not_found() -> AuthError {
+    AuthError::NotFound(
+        "token not found: it does not exist, was already used, or was deleted; see tctl tokens ls"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use machine_id_types::INTERNAL_LOGINS;
+
+    #[test]
+    fn bot_role_and_user_follow_the_facts() {
+        let r = bot_role("robot", &["access".into()]);
+        assert_eq!(r.metadata.name, "bot-robot");
+        assert!(r.validate().is_ok());
+        assert_eq!(
+            r.spec.allow.impersonate.as_ref().map(|i| i.roles.clone()),
+            Some(vec!["access".to_string()])
+        );
+        assert!(rbac::allowed(
+            false,
+            std::slice::from_ref(&r),
+            kind::CERT_AUTHORITY,
+            Verb::Read
+        ));
+        assert!(!rbac::allowed(
+            false,
+            std::slice::from_ref(&r),
+            kind::TOKEN,
+            Verb::List
+        ));
+        let u = bot_user("robot", &["root".into()]);
+        assert_eq!(u.metadata.name, "bot-robot");
+        assert_eq!(u.spec.roles, vec!["bot-robot".to_string()]);
+        assert_eq!(u.generation(), 0);
+        assert_eq!(u.bot_name(), Some("robot"));
+        assert_eq!(u.logins(), ["root".to_string()]);
+        assert!(u.validate().is_ok());
+    }
+
+    #[test]
+    fn logins_are_a_union_with_trait_expansion() {
+        let mut roles = machine_id_types::default_roles();
+        roles[1].spec.allow.logins = vec!["root".into(), INTERNAL_LOGINS.into()];
+        let l = expanded_logins(&roles, &["ci".to_string()]);
+        assert_eq!(l, vec!["ci".to_string(), "root".to_string()]);
+    }
+
+    #[test]
+    fn token_display_hides_secrets() {
+        let t = ProvisionToken {
+            metadata: Metadata::named("0123456789abcdef0123456789abcdef"),
+            spec: TokenSpec::default(),
+        };
+        assert!(!token_display(&t).contains("0123456789abcdef0123"));
+    }
+}

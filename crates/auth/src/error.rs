@@ -1,0 +1,140 @@
+//! The auth server's error type and its mapping to gRPC statuses.
+
+use std::path::PathBuf;
+
+use machine_id_mint::MintError;
+use machine_id_store::StoreError;
+use tonic::{Code, Status};
+
+use crate::config::ConfigError;
+
+/// Why the auth server refused a call or could not start.
+///
+/// Messages are for people: `tctl` prints them as they are, so each says what went wrong and,
+/// where someone can act, what to do. None carries a secret, key or certificate body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The caller presented no usable certificate (none, expired, another cluster's).
+    /// gRPC `UNAUTHENTICATED`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (RBAC, lock, generation mismatch, bad token).
+    /// gRPC `PERMISSION_DENIED`.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The named resource does not exist. gRPC `NOT_FOUND`.
+    #[error("{0}")]
+    NotFound(String),
+    /// The named resource exists already. gRPC `ALREADY_EXISTS`.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is malformed. gRPC `INVALID_ARGUMENT`.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is well formed but the cluster's state forbids it (e.g. deleting a role a
+    /// bot uses). gRPC `FAILED_PRECONDITION`.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A concurrent change won a compare-and-swap; retrying may succeed. gRPC `ABORTED`.
+    #[error("{0}")]
+    Retryable(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Minting or parsing certificates failed on the server's side.
+    #[error("certificate authority error: {0}")]
+    Mint(MintError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file or directory could not be read or written.
+    #[error("{path}: {what}: {cause}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The cause (in the message, not an error source, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// The data directory belongs to another cluster.
+    #[error(
+        "cluster name mismatch: the configuration says {configured:?} but the data directory {data_dir} holds cluster {stored:?}; start with --cluster-name={stored} (or the same name in the config file), or use another data directory"
+    )]
+    ClusterNameMismatch {
+        /// The name the configuration asked for.
+        configured: String,
+        /// The name stored in the data directory.
+        stored: String,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// The listener could not be bound.
+    #[error(
+        "cannot listen on {addr}: {cause}; is another auth server running there? pick another address with --auth-listen"
+    )]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause (in the message, not an error source, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// Building the TLS configuration failed.
+    #[error("tls setup failed: {0}")]
+    Tls(String),
+    /// A server-side fault that the caller cannot fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<MintError> for AuthError {
+    fn from(e: MintError) -> Self {
+        Self::Mint(e)
+    }
+}
+
+impl AuthError {
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::AccessDenied(_) => Code::PermissionDenied,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::InvalidArgument(_) | Self::Config(_) => Code::InvalidArgument,
+            Self::FailedPrecondition(_) | Self::ClusterNameMismatch { .. } => {
+                Code::FailedPrecondition
+            }
+            Self::Retryable(_) => Code::Aborted,
+            Self::Store(StoreError::Conflict { .. }) => Code::Aborted,
+            Self::Store(StoreError::NotFound { .. }) => Code::NotFound,
+            Self::Store(StoreError::AlreadyExists { .. }) => Code::AlreadyExists,
+            Self::Store(_) => Code::Unavailable,
+            Self::Mint(_)
+            | Self::Io { .. }
+            | Self::Listen { .. }
+            | Self::Tls(_)
+            | Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        let code = e.code();
+        let message = match &e {
+            AuthError::Store(StoreError::Conflict { .. }) => {
+                "the resource was changed concurrently; retry".to_string()
+            }
+            _ => e.to_string(),
+        };
+        if code == Code::Internal || code == Code::Unavailable {
+            tracing::error!(error = %e, "call failed on the server side");
+        }
+        Status::new(code, message)
+    }
+}
+
+/// Shorthand.
+pub(crate) type Result<T, E = AuthError> = std::result::Result<T, E>;

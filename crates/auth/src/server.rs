@@ -1,0 +1,365 @@
+//! Starting and stopping the auth server: the store, the cluster's CAs and default roles, the
+//! admin identity, the TLS listener and the gRPC services.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use machine_id_mint::{CaKeys, CaPin, CaSigner, PrivateKey, Suite, cert_der_to_pem};
+use machine_id_proto::v1::{
+    auth_service_server::AuthServiceServer, join_service_server::JoinServiceServer,
+};
+use machine_id_store::{Backend, Op, SqliteBackend, StoreError};
+use machine_id_types::{ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, Identity, default_roles};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::AuthConfig;
+use crate::core::{Core, Limits};
+use crate::error::{AuthError, Result};
+use crate::files::{self, ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
+use crate::service::Api;
+use crate::state::{self, CA_KEY, CLUSTER_NAME_KEY, ClusterInfo, State};
+use crate::tls;
+
+/// The store's file name in the data directory.
+pub const BACKEND_FILE: &str = "backend.db";
+
+/// Starts auth servers. See [`AuthServer::start`].
+#[derive(Debug)]
+pub struct AuthServer;
+
+impl AuthServer {
+    /// Starts an auth server: opens (or creates) the store in `config.data_dir`, creates the
+    /// cluster on first start (CAs, default roles, cluster name, in one transaction, so two
+    /// racing first starts cannot both win) or loads it, writes the admin identity for `tctl`
+    /// to `DATA_DIR/admin/`, binds `config.listen_addr` and serves gRPC over TLS until
+    /// [`RunningAuthServer::shutdown`].
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::ClusterNameMismatch`] when the data directory belongs to another cluster,
+    /// [`AuthError::Listen`] when the address cannot be bound, and store, file and CA errors.
+    pub async fn start(config: AuthConfig) -> Result<RunningAuthServer> {
+        config.validate()?;
+        files::ensure_private_dir(&config.data_dir, false)?;
+        let db = config.data_dir.join(BACKEND_FILE);
+        let backend: Arc<dyn Backend> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteBackend::open(&db))
+                .await
+                .map_err(|e| AuthError::Internal(format!("store open task failed: {e}")))??,
+        );
+        let state = State { backend };
+        let (ca_keys, first_start) = init_cluster(&state, &config).await?;
+        let signer = Arc::new(ca_keys.signer()?);
+        let ca_pins = vec![CaPin::from_cert_der(signer.tls_ca_cert_der())?];
+
+        let tls = tls::server_config(
+            &signer,
+            config.suite,
+            config.clock.clone(),
+            config.listen_addr,
+        )?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|cause| AuthError::Listen {
+                addr: config.listen_addr,
+                cause,
+            })?;
+        let local_addr = listener.local_addr().map_err(|cause| AuthError::Listen {
+            addr: config.listen_addr,
+            cause,
+        })?;
+        let admin_dir = config.data_dir.join(ADMIN_IDENTITY_DIR);
+        write_admin_identity(&admin_dir, &signer, config.suite, &config)?;
+
+        let core = Arc::new(Core {
+            state,
+            signer,
+            cluster_name: config.cluster_name.clone(),
+            clock: config.clock.clone(),
+            limits: Limits {
+                default_cert_ttl: config.default_cert_ttl,
+                max_renewable_ttl: config.max_renewable_ttl,
+                default_token_ttl: config.default_token_ttl,
+                default_host_cert_ttl: config.default_host_cert_ttl,
+            },
+            proxy_public_addr: config.proxy_public_addr.clone(),
+            last_event_nanos: Mutex::new(0),
+        });
+        let api = Api { core };
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<TlsStream<TcpStream>>>(64);
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls),
+            conn_tx,
+            shutdown_rx.clone(),
+            config.handshake_timeout,
+        ));
+        let mut stop = shutdown_rx;
+        let serve = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AuthServiceServer::new(api.clone()))
+                .add_service(JoinServiceServer::new(api))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(conn_rx),
+                    async move {
+                        let _ = stop.wait_for(|v| *v).await;
+                    },
+                ),
+        );
+        tracing::info!(
+            addr = %local_addr,
+            cluster = %config.cluster_name,
+            first_start,
+            data_dir = %config.data_dir.display(),
+            "auth server started"
+        );
+        Ok(RunningAuthServer {
+            local_addr,
+            cluster_name: config.cluster_name,
+            ca_pins,
+            admin_dir,
+            first_start,
+            shutdown: ShutdownHandle {
+                tx: Arc::new(shutdown_tx),
+            },
+            serve,
+            accept,
+        })
+    }
+}
+
+/// Loads the cluster from the store, or creates it on first start. Returns the CA keys and
+/// whether this start created the cluster.
+async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, bool)> {
+    for _ in 0..2 {
+        if let Some((info, _)) = state.get::<ClusterInfo>(CLUSTER_NAME_KEY).await? {
+            if info.cluster_name != config.cluster_name {
+                return Err(AuthError::ClusterNameMismatch {
+                    configured: config.cluster_name.clone(),
+                    stored: info.cluster_name,
+                    data_dir: config.data_dir.clone(),
+                });
+            }
+            let item = state.backend.get(CA_KEY).await?.ok_or_else(|| {
+                AuthError::Internal(format!(
+                    "the store in {} names cluster {:?} but holds no certificate authorities at {CA_KEY}; the data directory is damaged: restore it from a backup",
+                    config.data_dir.display(),
+                    info.cluster_name
+                ))
+            })?;
+            let keys = CaKeys::from_bytes(&item.value)?;
+            return Ok((keys, false));
+        }
+        let cluster = config.cluster_name.clone();
+        let suite = config.suite;
+        let now = config.clock.now();
+        let keys = tokio::task::spawn_blocking(move || CaKeys::generate(&cluster, suite, now))
+            .await
+            .map_err(|e| AuthError::Internal(format!("CA generation task failed: {e}")))??;
+        let info = ClusterInfo {
+            cluster_name: config.cluster_name.clone(),
+            created: now,
+        };
+        let mut ops = vec![
+            Op::Create {
+                key: CLUSTER_NAME_KEY.into(),
+                value: state::encode(&info)?,
+            },
+            Op::Create {
+                key: CA_KEY.into(),
+                value: keys.to_bytes(),
+            },
+        ];
+        for role in default_roles() {
+            ops.push(Op::Create {
+                key: state::role_key(&role.metadata.name),
+                value: state::encode(&role)?,
+            });
+        }
+        match state.backend.atomic_write(ops).await {
+            Ok(_) => {
+                tracing::info!(cluster = %config.cluster_name, suite = ?config.suite, "created cluster: certificate authorities and default roles");
+                return Ok((keys, true));
+            }
+            // Another auth server created the cluster first: load what it wrote.
+            Err(StoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuthError::Internal(
+        "the cluster could not be created or loaded; retry".into(),
+    ))
+}
+
+/// Writes `key`, `tlscert` and `tlscacerts` of the admin identity to `dir`. The key is kept
+/// across starts (so a `tctl` reading the files mid-write never pairs a new key with an old
+/// certificate); the certificate is issued afresh.
+fn write_admin_identity(
+    dir: &Path,
+    signer: &CaSigner,
+    suite: Suite,
+    config: &AuthConfig,
+) -> Result<()> {
+    files::ensure_private_dir(dir, true)?;
+    let key_path = dir.join(ADMIN_KEY_FILE);
+    let existing = std::fs::read_to_string(&key_path)
+        .ok()
+        .and_then(|pem| PrivateKey::from_pem(&pem).ok());
+    let key = match existing {
+        Some(k) => k,
+        None => {
+            let k = PrivateKey::generate(suite)?;
+            files::write_atomic(&key_path, k.to_pem().as_bytes())?;
+            k
+        }
+    };
+    let now = config.clock.now();
+    let identity = Identity {
+        username: ADMIN_USER.into(),
+        roles: vec![ADMIN_ROLE.into()],
+        logins: vec![],
+        traits: Default::default(),
+        renewable: false,
+        generation: 0,
+        impersonator: None,
+        disallow_reissue: false,
+        cluster: config.cluster_name.clone(),
+        expires: now + config.admin_cert_ttl,
+    };
+    let cert = signer.sign_user_tls_cert(&key.public_key(), &identity, now)?;
+    files::write_atomic(
+        &dir.join(ADMIN_CAS_FILE),
+        cert_der_to_pem(signer.tls_ca_cert_der()).as_bytes(),
+    )?;
+    files::write_atomic(
+        &dir.join(ADMIN_CERT_FILE),
+        cert_der_to_pem(&cert).as_bytes(),
+    )?;
+    tracing::info!(dir = %dir.display(), "wrote the admin identity for tctl");
+    Ok(())
+}
+
+/// Accepts TCP connections until shutdown; each TLS handshake runs in its own task with a
+/// timeout, so a slow or failing client never stalls the loop.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    conns: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+    mut shutdown: watch::Receiver<bool>,
+    handshake_timeout: std::time::Duration,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Typically out of file descriptors: back off briefly instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = conns.send(Ok(tls)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
+            }
+        });
+    }
+    tracing::debug!("accept loop stopped");
+}
+
+/// Stops a running auth server from anywhere (e.g. a signal handler).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop: no new connections; calls in flight finish.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+/// A started auth server.
+#[derive(Debug)]
+pub struct RunningAuthServer {
+    local_addr: SocketAddr,
+    cluster_name: String,
+    ca_pins: Vec<CaPin>,
+    admin_dir: PathBuf,
+    first_start: bool,
+    shutdown: ShutdownHandle,
+    serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    accept: JoinHandle<()>,
+}
+
+impl RunningAuthServer {
+    /// The address it listens on (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The cluster name.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+
+    /// The CA pins (`sha256:<hex>`) over the TLS CA certificate(s) the cluster presents.
+    pub fn ca_pins(&self) -> &[CaPin] {
+        &self.ca_pins
+    }
+
+    /// Where the admin identity for `tctl` was written (`DATA_DIR/admin`).
+    pub fn admin_identity_dir(&self) -> &Path {
+        &self.admin_dir
+    }
+
+    /// Whether this start created the cluster (CAs and default roles).
+    pub fn first_start(&self) -> bool {
+        self.first_start
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after a [`ShutdownHandle::shutdown`], or on a fatal
+    /// error).
+    pub async fn wait(self) -> Result<()> {
+        let served = self
+            .serve
+            .await
+            .map_err(|e| AuthError::Internal(format!("server task failed: {e}")))?;
+        // The serve loop ends on shutdown; make sure the accept loop does too.
+        self.shutdown.shutdown();
+        let _ = self.accept.await;
+        served.map_err(|e| AuthError::Internal(format!("gRPC server failed: {e}")))?;
+        tracing::info!(addr = %self.local_addr, "auth server stopped");
+        Ok(())
+    }
+}

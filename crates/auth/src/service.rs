@@ -1,0 +1,255 @@
+//! The gRPC layer: converts wire messages to domain types (validating them) and calls
+//! [`Core`]. Ping, GetClusterCACerts and RegisterUsingToken need no client certificate;
+//! every other call authenticates the caller by its verified client certificate first.
+
+use std::sync::Arc;
+
+use machine_id_proto::v1::{
+    self, auth_service_server::AuthService, join_service_server::JoinService,
+};
+use machine_id_types::{Lock, Node, ProvisionToken, Role};
+use tonic::{Request, Response, Status};
+
+use crate::core::{Caller, Core};
+use crate::error::AuthError;
+
+/// Implements both services over one [`Core`].
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    pub core: Arc<Core>,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn ok<T>(v: T) -> R<T> {
+    Ok(Response::new(v))
+}
+
+fn invalid(e: impl std::fmt::Display) -> Status {
+    AuthError::InvalidArgument(e.to_string()).into()
+}
+
+fn required<T>(v: Option<T>, what: &str) -> Result<T, Status> {
+    v.ok_or_else(|| invalid(format!("{what} is required")))
+}
+
+impl Api {
+    async fn caller<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
+        let certs = req.peer_certs();
+        Ok(self
+            .core
+            .authenticate(certs.as_deref().map(Vec::as_slice), method)
+            .await?)
+    }
+}
+
+#[tonic::async_trait]
+impl JoinService for Api {
+    async fn register_using_token(
+        &self,
+        req: Request<v1::RegisterUsingTokenRequest>,
+    ) -> R<v1::Certs> {
+        let remote = req.remote_addr();
+        ok(self
+            .core
+            .register_using_token(req.into_inner(), remote)
+            .await?)
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Api {
+    async fn ping(&self, _req: Request<v1::PingRequest>) -> R<v1::PingResponse> {
+        ok(v1::PingResponse {
+            cluster_name: self.core.cluster_name.clone(),
+            proxy_public_addr: self.core.proxy_public_addr.clone().unwrap_or_default(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+
+    async fn get_cluster_ca_certs(
+        &self,
+        _req: Request<v1::GetClusterCaCertsRequest>,
+    ) -> R<v1::GetClusterCaCertsResponse> {
+        ok(v1::GetClusterCaCertsResponse {
+            tls_ca_certs: self.core.tls_ca_certs(),
+        })
+    }
+
+    async fn generate_user_certs(
+        &self,
+        req: Request<v1::GenerateUserCertsRequest>,
+    ) -> R<v1::Certs> {
+        let c = self.caller(&req, "GenerateUserCerts").await?;
+        ok(self.core.generate_user_certs(&c, req.into_inner()).await?)
+    }
+
+    async fn get_role(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Role> {
+        let c = self.caller(&req, "GetRole").await?;
+        ok(self.core.get_role(&c, &req.get_ref().name).await?.into())
+    }
+
+    async fn list_roles(&self, req: Request<v1::ListRequest>) -> R<v1::ListRolesResponse> {
+        let c = self.caller(&req, "ListRoles").await?;
+        let roles = self.core.list_roles(&c).await?;
+        ok(v1::ListRolesResponse {
+            roles: roles.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn upsert_role(&self, req: Request<v1::UpsertRoleRequest>) -> R<v1::Role> {
+        let c = self.caller(&req, "UpsertRole").await?;
+        let r = req.into_inner();
+        let role = Role::try_from(required(r.role, "role")?).map_err(invalid)?;
+        ok(self.core.upsert_role(&c, role, r.create_only).await?.into())
+    }
+
+    async fn delete_role(&self, req: Request<v1::GetByNameRequest>) -> R<v1::DeleteResponse> {
+        let c = self.caller(&req, "DeleteRole").await?;
+        self.core.delete_role(&c, &req.get_ref().name).await?;
+        ok(v1::DeleteResponse {})
+    }
+
+    async fn get_token(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Token> {
+        let c = self.caller(&req, "GetToken").await?;
+        ok(self.core.get_token(&c, &req.get_ref().name).await?.into())
+    }
+
+    async fn list_tokens(&self, req: Request<v1::ListRequest>) -> R<v1::ListTokensResponse> {
+        let c = self.caller(&req, "ListTokens").await?;
+        let tokens = self.core.list_tokens(&c).await?;
+        ok(v1::ListTokensResponse {
+            tokens: tokens.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn upsert_token(&self, req: Request<v1::UpsertTokenRequest>) -> R<v1::Token> {
+        let c = self.caller(&req, "UpsertToken").await?;
+        let r = req.into_inner();
+        let token = ProvisionToken::try_from(required(r.token, "token")?).map_err(invalid)?;
+        ok(self
+            .core
+            .upsert_token(&c, token, r.create_only)
+            .await?
+            .into())
+    }
+
+    async fn delete_token(&self, req: Request<v1::GetByNameRequest>) -> R<v1::DeleteResponse> {
+        let c = self.caller(&req, "DeleteToken").await?;
+        self.core.delete_token(&c, &req.get_ref().name).await?;
+        ok(v1::DeleteResponse {})
+    }
+
+    async fn get_user(&self, req: Request<v1::GetByNameRequest>) -> R<v1::User> {
+        let c = self.caller(&req, "GetUser").await?;
+        ok(self.core.get_user(&c, &req.get_ref().name).await?.into())
+    }
+
+    async fn list_users(&self, req: Request<v1::ListRequest>) -> R<v1::ListUsersResponse> {
+        let c = self.caller(&req, "ListUsers").await?;
+        let users = self.core.list_users(&c).await?;
+        ok(v1::ListUsersResponse {
+            users: users.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn create_bot(&self, req: Request<v1::CreateBotRequest>) -> R<v1::CreateBotResponse> {
+        let c = self.caller(&req, "CreateBot").await?;
+        ok(self.core.create_bot(&c, req.into_inner()).await?)
+    }
+
+    async fn get_bot(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Bot> {
+        let c = self.caller(&req, "GetBot").await?;
+        ok(self.core.get_bot(&c, &req.get_ref().name).await?.into())
+    }
+
+    async fn list_bots(&self, req: Request<v1::ListRequest>) -> R<v1::ListBotsResponse> {
+        let c = self.caller(&req, "ListBots").await?;
+        let bots = self.core.list_bots(&c).await?;
+        ok(v1::ListBotsResponse {
+            bots: bots.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn delete_bot(&self, req: Request<v1::GetByNameRequest>) -> R<v1::DeleteResponse> {
+        let c = self.caller(&req, "DeleteBot").await?;
+        self.core.delete_bot(&c, &req.get_ref().name).await?;
+        ok(v1::DeleteResponse {})
+    }
+
+    async fn lock_bot(&self, req: Request<v1::LockBotRequest>) -> R<v1::Lock> {
+        let c = self.caller(&req, "LockBot").await?;
+        ok(self.core.lock_bot(&c, req.into_inner()).await?.into())
+    }
+
+    async fn get_node(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Node> {
+        let c = self.caller(&req, "GetNode").await?;
+        ok(self.core.get_node(&c, &req.get_ref().name).await?.into())
+    }
+
+    async fn list_nodes(&self, req: Request<v1::ListRequest>) -> R<v1::ListNodesResponse> {
+        let c = self.caller(&req, "ListNodes").await?;
+        let nodes = self.core.list_nodes(&c).await?;
+        ok(v1::ListNodesResponse {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn upsert_node(&self, req: Request<v1::UpsertNodeRequest>) -> R<v1::Node> {
+        let c = self.caller(&req, "UpsertNode").await?;
+        let r = req.into_inner();
+        let node = Node::try_from(required(r.node, "node")?).map_err(invalid)?;
+        ok(self.core.upsert_node(&c, node, r.create_only).await?.into())
+    }
+
+    async fn delete_node(&self, req: Request<v1::GetByNameRequest>) -> R<v1::DeleteResponse> {
+        let c = self.caller(&req, "DeleteNode").await?;
+        self.core.delete_node(&c, &req.get_ref().name).await?;
+        ok(v1::DeleteResponse {})
+    }
+
+    async fn list_locks(&self, req: Request<v1::ListRequest>) -> R<v1::ListLocksResponse> {
+        let c = self.caller(&req, "ListLocks").await?;
+        let locks = self.core.list_locks(&c).await?;
+        ok(v1::ListLocksResponse {
+            locks: locks.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn upsert_lock(&self, req: Request<v1::UpsertLockRequest>) -> R<v1::Lock> {
+        let c = self.caller(&req, "UpsertLock").await?;
+        let r = req.into_inner();
+        let lock = Lock::try_from(required(r.lock, "lock")?).map_err(invalid)?;
+        ok(self.core.upsert_lock(&c, lock, r.create_only).await?.into())
+    }
+
+    async fn delete_lock(&self, req: Request<v1::GetByNameRequest>) -> R<v1::DeleteResponse> {
+        let c = self.caller(&req, "DeleteLock").await?;
+        self.core.delete_lock(&c, &req.get_ref().name).await?;
+        ok(v1::DeleteResponse {})
+    }
+
+    async fn export_ca(&self, req: Request<v1::ExportCaRequest>) -> R<v1::ExportCaResponse> {
+        let c = self.caller(&req, "ExportCA").await?;
+        ok(self.core.export_ca(&c, &req.get_ref().ca_type).await?)
+    }
+
+    async fn sign_host_cert(
+        &self,
+        req: Request<v1::SignHostCertRequest>,
+    ) -> R<v1::SignHostCertResponse> {
+        let c = self.caller(&req, "SignHostCert").await?;
+        ok(self.core.sign_host_cert(&c, req.into_inner()).await?)
+    }
+
+    async fn search_events(
+        &self,
+        req: Request<v1::SearchEventsRequest>,
+    ) -> R<v1::SearchEventsResponse> {
+        let c = self.caller(&req, "SearchEvents").await?;
+        let events = self.core.search_events(&c, req.into_inner()).await?;
+        ok(v1::SearchEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! The auth server's view of the store: where each resource lives and typed reads and writes.
+//!
+//! Key layout (values are JSON unless said otherwise):
+//!
+//! | key | value |
+//! |---|---|
+//! | `/cluster/name` | [`ClusterInfo`]: the cluster name, written once on first start |
+//! | `/cas/cluster` | the CA key material, `machine_id_mint::CaKeys::to_bytes` |
+//! | `/roles/<name>` | a `Role` |
+//! | `/tokens/<sha256 hex of the token name>` | a `ProvisionToken` (the name, i.e. the secret of a `token`-method token, is kept inside for `tctl tokens ls`) |
+//! | `/users/<name>` | a `User` (bots: `bot-<name>`, with the generation label) |
+//! | `/nodes/<name>` | a `Node` |
+//! | `/locks/<name>` | a `Lock` |
+//! | `/events/<unix nanos, 20 digits>-<uuid>` | an `AuditEvent`; keys sort by time |
+//!
+//! Tokens are keyed by the hash of their name so that a join looks its token up by the hash
+//! of the presented secret, never comparing secrets in variable time (the final comparison
+//! is `machine_id_join::token::verify`'s constant-time one).
+
+use std::sync::Arc;
+
+use machine_id_store::{Backend, Item, Revision, StoreError};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{AuthError, Result};
+
+/// Key of the cluster's identity record.
+pub const CLUSTER_NAME_KEY: &str = "/cluster/name";
+/// Key of the CA key material.
+pub const CA_KEY: &str = "/cas/cluster";
+/// Prefix of roles.
+pub const ROLES: &str = "/roles/";
+/// Prefix of tokens.
+pub const TOKENS: &str = "/tokens/";
+/// Prefix of users.
+pub const USERS: &str = "/users/";
+/// Prefix of nodes.
+pub const NODES: &str = "/nodes/";
+/// Prefix of locks.
+pub const LOCKS: &str = "/locks/";
+/// Prefix of audit events.
+pub const EVENTS: &str = "/events/";
+
+/// What `/cluster/name` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The cluster name.
+    pub cluster_name: String,
+    /// When the cluster was created (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: time::OffsetDateTime,
+}
+
+/// Checks a name used to build a key: non-empty, at most 253 bytes, no `/` or control
+/// characters (so a name can never reach another key or prefix).
+pub(crate) fn check_key_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(AuthError::InvalidArgument(format!(
+            "a {kind} name is required"
+        )));
+    }
+    if name.len() > 253 || name.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(AuthError::InvalidArgument(format!(
+            "invalid {kind} name {:?}: at most 253 characters, no '/' or control characters",
+            name.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// The key of role `name`.
+pub fn role_key(name: &str) -> String {
+    format!("{ROLES}{name}")
+}
+/// The key of the token named `name` (the hash of the name).
+pub fn token_key(name: &str) -> String {
+    format!("{TOKENS}{}", machine_id_join::token_hash(name))
+}
+/// The key of user `name`.
+pub fn user_key(name: &str) -> String {
+    format!("{USERS}{name}")
+}
+/// The key of node `name`.
+pub fn node_key(name: &str) -> String {
+    format!("{NODES}{name}")
+}
+/// The key of lock `name`.
+pub fn lock_key(name: &str) -> String {
+    format!("{LOCKS}{name}")
+}
+/// The key of an event at `unix_nanos` with `id`.
+pub fn event_key(unix_nanos: i128, id: &str) -> String {
+    format!("{EVENTS}{:020}-{id}", unix_nanos.max(0))
+}
+
+/// JSON bytes of `v`.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| AuthError::Internal(format!("cannot encode value: {e}")))
+}
+
+/// `v` from JSON bytes stored at `key`.
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| AuthError::Internal(format!("stored value at {key} cannot be read: {e}")))
+}
+
+/// Typed access to the backend.
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub(crate) backend: Arc<dyn Backend>,
+}
+
+impl State {
+    /// The value at `key` and its revision.
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Revision)>> {
+        match self.backend.get(key).await? {
+            None => Ok(None),
+            Some(Item {
+                value, revision, ..
+            }) => Ok(Some((decode(key, &value)?, revision))),
+        }
+    }
+
+    /// Every value under `prefix`, in key order.
+    pub(crate) async fn list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(T, Revision)>> {
+        self.backend
+            .range(prefix)
+            .await?
+            .into_iter()
+            .map(|it| Ok((decode(&it.key, &it.value)?, it.revision)))
+            .collect()
+    }
+
+    /// Creates `key`; `exists` builds the error when it is there already.
+    pub(crate) async fn create<T: Serialize>(
+        &self,
+        key: &str,
+        v: &T,
+        exists: impl FnOnce() -> AuthError,
+    ) -> Result<Revision> {
+        match self.backend.create(key, encode(v)?).await {
+            Ok(r) => Ok(r),
+            Err(StoreError::AlreadyExists { .. }) => Err(exists()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates or overwrites `key`.
+    pub(crate) async fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<Revision> {
+        Ok(self.backend.put(key, encode(v)?).await?)
+    }
+
+    /// Deletes `key`; `missing` builds the error when it is not there.
+    pub(crate) async fn delete(
+        &self,
+        key: &str,
+        missing: impl FnOnce() -> AuthError,
+    ) -> Result<()> {
+        match self.backend.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound { .. }) => Err(missing()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

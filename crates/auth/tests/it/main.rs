@@ -1,0 +1,9 @@
+//! Integration tests: the real gRPC server in-process over TLS, driven by the generated tonic
+//! clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
+
+mod admin;
+mod join;
+mod renew;
+mod restart;
+mod support;

@@ -1,0 +1,345 @@
+//! Renewal, the generation counter, locks and impersonation.
+
+use std::time::Duration;
+
+use machine_id_proto::v1;
+use tonic::Code;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_increments_the_generation() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    let gen2 = generate(&mut ts.client(&gen1).await, &[], 0).await.unwrap();
+    let id2 = gen2.identity();
+    assert_eq!(id2.generation, 2);
+    assert!(id2.renewable);
+    assert_eq!(id2.username, "bot-robot");
+    let gen3 = generate(&mut ts.client(&gen2).await, &[], 0).await.unwrap();
+    assert_eq!(gen3.identity().generation, 3);
+
+    // TTL: at most 24h for renewable certificates.
+    let long = generate(&mut ts.client(&gen3).await, &[], 48 * 3600)
+        .await
+        .unwrap();
+    let ttl = (long.identity().expires - ts.clock.now()).whole_seconds();
+    assert!(ttl <= 24 * 3600 && ttl > 24 * 3600 - 2, "{ttl}");
+
+    let mut admin = ts.admin().await;
+    let user = admin
+        .get_user(v1::GetByNameRequest {
+            name: "bot-robot".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.metadata.unwrap().labels["generation"], "4");
+    assert_eq!(events(&mut admin, "cert.create").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_generation_locks_the_bot() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    let mut old = ts.client(&gen1).await;
+    let gen2 = generate(&mut old, &[], 0).await.unwrap();
+
+    // Replaying the generation-1 certificate.
+    let msg = assert_code(
+        generate(&mut old, &[], 0).await,
+        Code::PermissionDenied,
+        "stolen",
+    );
+    assert!(msg.contains("locked"), "{msg}");
+
+    let mut admin = ts.admin().await;
+    let ev = events(&mut admin, "cert.generation_mismatch").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].user.as_deref(), Some("bot-robot"));
+    assert!(!ev[0].success);
+    let locks = admin
+        .list_locks(v1::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .locks;
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].target_user.as_deref(), Some("bot-robot"));
+    assert!(locks[0].message.contains("stolen"), "{}", locks[0].message);
+
+    // The legitimate current certificate is locked out too.
+    let mut current = ts.client(&gen2).await;
+    assert_code(
+        generate(&mut current, &[], 0).await,
+        Code::PermissionDenied,
+        "is locked",
+    );
+    assert_code(
+        current
+            .export_ca(v1::ExportCaRequest {
+                ca_type: "user".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "is locked",
+    );
+    let bots = admin
+        .list_bots(v1::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .bots;
+    assert!(bots[0].locked);
+
+    // Removing the lock lets the current generation renew again.
+    let name = locks[0].metadata.as_ref().unwrap().name.clone();
+    admin
+        .delete_lock(v1::GetByNameRequest { name })
+        .await
+        .unwrap();
+    assert_eq!(
+        generate(&mut current, &[], 0)
+            .await
+            .unwrap()
+            .identity()
+            .generation,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_bot_is_refused_everywhere() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let bot = ts.join(&token).await.unwrap();
+    let mut admin = ts.admin().await;
+    let lock = admin
+        .lock_bot(v1::LockBotRequest {
+            name: "robot".into(),
+            message: "decommissioned host".into(),
+            ttl_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lock.target_user.as_deref(), Some("bot-robot"));
+    let mut client = ts.client(&bot).await;
+    assert_code(
+        generate(&mut client, &[], 0).await,
+        Code::PermissionDenied,
+        "decommissioned host",
+    );
+    assert_code(
+        generate(&mut client, &["access"], 0).await,
+        Code::PermissionDenied,
+        "is locked",
+    );
+
+    // A new token does not get around the lock.
+    let t2 = admin
+        .upsert_token(v1::UpsertTokenRequest {
+            token: Some(v1::Token {
+                metadata: Some(v1::Metadata {
+                    name: "0123456789abcdef0123456789abcdef".into(),
+                    ..Default::default()
+                }),
+                roles: vec!["Bot".into()],
+                join_method: "token".into(),
+                bot_name: Some("robot".into()),
+                allow: vec![],
+            }),
+            create_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let name = t2.metadata.unwrap().name;
+    assert_code(ts.join(&name).await, Code::PermissionDenied, "is locked");
+
+    // The lock expires with the clock.
+    ts.clock.advance(Duration::from_secs(3601));
+    let bot = ts.join(&name).await.unwrap();
+    assert_eq!(bot.identity().generation, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_gives_the_allowed_roles_only() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &["root", "ci"]).await;
+    let bot = ts.join(&token).await.unwrap();
+    let bot_id = bot.identity();
+    let mut client = ts.client(&bot).await;
+
+    let out = generate(&mut client, &["access"], 0).await.unwrap();
+    let id = out.identity();
+    assert_eq!(id.roles, vec!["access".to_string()]);
+    assert_eq!(id.username, "bot-robot");
+    assert_eq!(id.impersonator.as_deref(), Some("bot-robot"));
+    assert!(id.disallow_reissue);
+    assert!(!id.renewable);
+    assert_eq!(id.generation, 0);
+    assert_eq!(id.logins, vec!["root".to_string(), "ci".to_string()]);
+    assert!(id.expires <= bot_id.expires);
+
+    // Never past the bot's own certificate.
+    let long = generate(&mut client, &["access"], 10 * 3600).await.unwrap();
+    assert!(long.identity().expires <= bot_id.expires);
+
+    // Roles the bot was not given, and the admin role, are refused.
+    assert_code(
+        generate(&mut client, &["editor"], 0).await,
+        Code::PermissionDenied,
+        "editor",
+    );
+    assert_code(
+        generate(&mut client, &["access", "auditor"], 0).await,
+        Code::PermissionDenied,
+        "auditor",
+    );
+    assert_code(
+        generate(&mut client, &["@admin"], 0).await,
+        Code::PermissionDenied,
+        "@admin",
+    );
+
+    // Impersonation does not consume the generation.
+    let renewed = generate(&mut client, &[], 0).await.unwrap();
+    assert_eq!(renewed.identity().generation, 2);
+
+    // Output certificates cannot be used to get more certificates.
+    let mut out_client = ts.client(&out).await;
+    assert_code(
+        generate(&mut out_client, &[], 0).await,
+        Code::PermissionDenied,
+        "disallow-reissue",
+    );
+    assert_code(
+        generate(&mut out_client, &["access"], 0).await,
+        Code::PermissionDenied,
+        "disallow-reissue",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_may_not_administer() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let bot = ts.join(&token).await.unwrap();
+    let mut client = ts.client(&bot).await;
+    let msg = assert_code(
+        client.list_tokens(v1::ListRequest {}).await,
+        Code::PermissionDenied,
+        "list tokens",
+    );
+    assert!(msg.contains("bot-robot"), "{msg}");
+    assert_code(
+        client
+            .create_bot(v1::CreateBotRequest {
+                name: "evil".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "create bots",
+    );
+    assert_code(
+        client.list_roles(v1::ListRequest {}).await,
+        Code::PermissionDenied,
+        "list roles",
+    );
+    // Reading the CAs is allowed.
+    let ca = client
+        .export_ca(v1::ExportCaRequest {
+            ca_type: "user".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ca.ssh_public_keys.len(), 1);
+    let mut admin = ts.admin().await;
+    assert!(!events(&mut admin, "access.denied").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_are_unauthenticated() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let bot = ts.join(&token).await.unwrap();
+    ts.clock.advance(Duration::from_secs(2 * 3600));
+    let mut client = ts.client(&bot).await;
+    let msg = assert_code(
+        generate(&mut client, &[], 0).await,
+        Code::Unauthenticated,
+        "expired",
+    );
+    assert!(msg.contains("join again"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clusters_certificate_is_refused() {
+    let ts = TestServer::start().await;
+    // A certificate minted by a different CA fails the TLS verification outright.
+    let other =
+        machine_id_mint::CaKeys::generate("other", machine_id_mint::Suite::Default, ts.clock.now())
+            .unwrap()
+            .signer()
+            .unwrap();
+    let key = new_key();
+    let mut id = ts
+        .join(&ts.add_bot("robot", &["access"], &[]).await)
+        .await
+        .unwrap()
+        .identity();
+    id.cluster = "other".into();
+    let tls_cert = other
+        .sign_user_tls_cert(&key.public_key(), &id, ts.clock.now())
+        .unwrap();
+    let forged = BotIdentity {
+        key,
+        certs: v1::Certs {
+            tls_cert,
+            ..Default::default()
+        },
+    };
+    let cert = machine_id_mint::cert_der_to_pem(&forged.certs.tls_cert);
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read_to_string(ts.server().admin_identity_dir().join("tlscacerts")).unwrap(),
+        ))
+        .domain_name(machine_id_types::AUTH_SERVER_NAME)
+        .identity(tonic::transport::Identity::from_pem(
+            cert,
+            forged.key.to_pem(),
+        ));
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("https://{}", ts.server().local_addr()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await;
+    if let Ok(ch) = ch {
+        let mut c = v1::auth_service_client::AuthServiceClient::new(ch);
+        assert!(c.list_bots(v1::ListRequest {}).await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expired_in_real_time_gets_a_message_not_a_tls_alert() {
+    let ts = TestServer::start().await;
+    let real_now = ts.clock.now();
+    ts.clock.set(real_now - Duration::from_secs(3 * 3600));
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let bot = ts.join(&token).await.unwrap();
+    assert!(bot.identity().expires < real_now);
+    ts.clock.set(real_now);
+    let mut client = ts.client(&bot).await;
+    assert_code(
+        generate(&mut client, &[], 0).await,
+        Code::Unauthenticated,
+        "expired at",
+    );
+}

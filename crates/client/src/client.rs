@@ -1,0 +1,641 @@
+use crate::error::{ClientError, Result};
+use crate::identity::{ClientIdentity, cert_facts};
+use crate::tls;
+use machine_id_join::token::TokenSecret;
+use machine_id_mint::CaPin;
+use machine_id_proto::v1;
+use machine_id_proto::v1::auth_service_client::AuthServiceClient;
+use machine_id_proto::v1::join_service_client::JoinServiceClient;
+use machine_id_proto::{timestamp_from, timestamp_to};
+use machine_id_types::{AuditEvent, Bot, JoinMethod, Lock, Node, ProvisionToken, Role, User};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::transport::Channel;
+
+/// What `Ping` tells about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingInfo {
+    /// The cluster name.
+    pub cluster_name: String,
+    /// `host:port` of the proxy, when the cluster has one.
+    pub proxy_public_addr: Option<String>,
+    /// The auth server's version.
+    pub server_version: String,
+}
+
+/// Certificates issued to a key by a join or a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certs {
+    /// The OpenSSH certificate line.
+    pub ssh_cert: String,
+    /// The X.509 certificate, DER.
+    pub tls_cert: Vec<u8>,
+    /// The TLS CA certificates to trust from now on, DER.
+    pub tls_ca_certs: Vec<Vec<u8>>,
+    /// The SSH CA public keys (user CA and host CA), OpenSSH lines.
+    pub ssh_ca_keys: Vec<String>,
+}
+
+impl From<v1::Certs> for Certs {
+    fn from(c: v1::Certs) -> Self {
+        Self {
+            ssh_cert: c.ssh_cert,
+            tls_cert: c.tls_cert,
+            tls_ca_certs: c.tls_ca_certs,
+            ssh_ca_keys: c.ssh_ca_keys,
+        }
+    }
+}
+
+/// A bot just created, with the token it joins with.
+#[derive(Debug, Clone)]
+pub struct CreatedBot {
+    /// The bot.
+    pub bot: Bot,
+    /// The join token: the secret for the `token` method, a plain name for `iam`.
+    pub token: TokenSecret,
+    /// When the token expires, if ever.
+    pub token_expires: Option<OffsetDateTime>,
+    /// How the bot joins with it.
+    pub join_method: JoinMethod,
+}
+
+/// A CA as `tctl auth export` needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportedCa {
+    /// SSH CAs (`user`, `host`): OpenSSH public key lines.
+    pub ssh_public_keys: Vec<String>,
+    /// The TLS CA (`tls`): certificates, DER.
+    pub tls_certs: Vec<Vec<u8>>,
+}
+
+/// A signed SSH host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCert {
+    /// The OpenSSH host certificate line.
+    pub ssh_cert: String,
+    /// The host CA's public key line, for known_hosts.
+    pub host_ca_key: String,
+}
+
+/// Parses `--ca-pin` values (`sha256:<hex>`).
+pub fn parse_pins<S: AsRef<str>>(pins: &[S]) -> Result<Vec<CaPin>> {
+    pins.iter()
+        .map(|p| {
+            CaPin::parse(p.as_ref()).map_err(|e| ClientError::InvalidPin {
+                pin: p.as_ref().to_string(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The pin of each CA certificate (DER).
+pub fn ca_pins(cas: &[Vec<u8>]) -> Result<Vec<CaPin>> {
+    cas.iter()
+        .enumerate()
+        .map(|(i, der)| {
+            CaPin::from_cert_der(der).map_err(|e| ClientError::BadCertificate {
+                what: format!("cluster CA {}", i + 1),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// CA-pin bootstrap: fetches the cluster's CA certificates from the auth server at `addr`
+/// without verifying it, checks every CA against `pins` (each must match one pin, constant
+/// time; none may be expired), and returns the CAs to verify the server against from then on.
+///
+/// A mismatch means the CA was rotated or this is not the intended server; the error says so
+/// and points at `tctl status`.
+pub async fn bootstrap_ca_certs(addr: &str, pins: &[CaPin]) -> Result<Vec<Vec<u8>>> {
+    if pins.is_empty() {
+        return Err(ClientError::NoPins);
+    }
+    let channel = tls::channel(addr, tls::unverified_config()?).await?;
+    let cas = AuthServiceClient::new(channel)
+        .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
+        .await
+        .map_err(|s| ClientError::from_status(s, addr))?
+        .into_inner()
+        .tls_ca_certs;
+    check_pins(addr, &cas, pins, OffsetDateTime::now_utc())?;
+    tracing::debug!(addr, cas = cas.len(), "cluster CAs match the CA pins");
+    Ok(cas)
+}
+
+/// Checks every CA against the pins and its validity at `now`.
+fn check_pins(addr: &str, cas: &[Vec<u8>], pins: &[CaPin], now: OffsetDateTime) -> Result<()> {
+    if cas.is_empty() {
+        return Err(ClientError::BadCertificate {
+            what: format!("cluster CAs from {addr}"),
+            message: "the server presented no CA certificate".into(),
+        });
+    }
+    for (i, der) in cas.iter().enumerate() {
+        let what = format!("cluster CA {} from {addr}", i + 1);
+        let pin = CaPin::from_cert_der(der).map_err(|e| ClientError::BadCertificate {
+            what: what.clone(),
+            message: e.to_string(),
+        })?;
+        // Every pin is compared (constant time each), whichever matches.
+        let matched = pins.iter().fold(false, |found, p| p.matches(&pin) | found);
+        if !matched {
+            return Err(ClientError::PinMismatch {
+                addr: addr.to_string(),
+                presented: pin.to_string(),
+                expected: pins
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let (_, not_after) = cert_facts(der, &what)?;
+        if not_after <= now {
+            return Err(ClientError::CaExpired {
+                addr: addr.to_string(),
+                pin: pin.to_string(),
+                not_after: not_after.format(&Rfc3339).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A connection to an auth server, with typed calls.
+///
+/// Cheap to clone: clones share one HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    addr: String,
+    auth: AuthServiceClient<Channel>,
+    join: JoinServiceClient<Channel>,
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+impl Client {
+    fn new(addr: &str, channel: Channel) -> Self {
+        Self {
+            addr: addr.to_string(),
+            auth: AuthServiceClient::new(channel.clone()),
+            join: JoinServiceClient::new(channel),
+        }
+    }
+
+    /// Connects with mutual TLS: presents `identity` and verifies the server against the
+    /// identity's CAs. An expired identity is refused here, before dialing, with a message that
+    /// names the certificate and what to do.
+    pub async fn connect(addr: &str, identity: &ClientIdentity) -> Result<Self> {
+        identity.check_valid_at(OffsetDateTime::now_utc())?;
+        let channel = tls::channel(addr, tls::identity_config(identity)?).await?;
+        tracing::debug!(
+            addr,
+            user = identity.username(),
+            "connected to the auth server"
+        );
+        Ok(Self::new(addr, channel))
+    }
+
+    /// Connects without a client certificate, verifying the server against `cas` (DER); for
+    /// the join calls, Ping and the CA fetch.
+    pub async fn connect_with_cas(addr: &str, cas: &[Vec<u8>]) -> Result<Self> {
+        let channel = tls::channel(addr, tls::cas_config(cas)?).await?;
+        tracing::debug!(
+            addr,
+            "connected to the auth server without a client certificate"
+        );
+        Ok(Self::new(addr, channel))
+    }
+
+    /// The address this client dials.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn status(&self, s: tonic::Status) -> ClientError {
+        tracing::debug!(addr = %self.addr, code = ?s.code(), "call failed");
+        ClientError::from_status(s, &self.addr)
+    }
+
+    /// The cluster name, proxy address and server version.
+    pub async fn ping(&self) -> Result<PingInfo> {
+        let r = self
+            .auth
+            .clone()
+            .ping(v1::PingRequest {})
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(PingInfo {
+            cluster_name: r.cluster_name,
+            proxy_public_addr: Some(r.proxy_public_addr).filter(|a| !a.is_empty()),
+            server_version: r.server_version,
+        })
+    }
+
+    /// The TLS CA certificates the cluster presents for joining (DER); CA pins are over these.
+    pub async fn get_cluster_ca_certs(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .auth
+            .clone()
+            .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner()
+            .tls_ca_certs)
+    }
+
+    /// Joins with a bot token: certificates for `public_key_der` (DER SubjectPublicKeyInfo),
+    /// valid for `ttl` (zero: the server's default).
+    pub async fn register_using_token(
+        &self,
+        token: &TokenSecret,
+        public_key_der: &[u8],
+        ttl: Duration,
+    ) -> Result<Certs> {
+        let r = self
+            .join
+            .clone()
+            .register_using_token(v1::RegisterUsingTokenRequest {
+                token: token.expose().to_string(),
+                public_key: public_key_der.to_vec(),
+                ttl_seconds: secs(ttl),
+            })
+            .await
+            .map_err(|s| self.status(s))?;
+        Ok(r.into_inner().into())
+    }
+
+    /// Renews the caller's own identity (`role_requests` empty) or gets role-impersonated
+    /// certificates (`role_requests` set) for `public_key_der`.
+    pub async fn generate_user_certs(
+        &self,
+        public_key_der: &[u8],
+        ttl: Duration,
+        role_requests: &[String],
+    ) -> Result<Certs> {
+        let r = self
+            .auth
+            .clone()
+            .generate_user_certs(v1::GenerateUserCertsRequest {
+                public_key: public_key_der.to_vec(),
+                ttl_seconds: secs(ttl),
+                role_requests: role_requests.to_vec(),
+            })
+            .await
+            .map_err(|s| self.status(s))?;
+        Ok(r.into_inner().into())
+    }
+
+    fn by_name(name: &str) -> v1::GetByNameRequest {
+        v1::GetByNameRequest {
+            name: name.to_string(),
+        }
+    }
+
+    // ---- roles ----
+
+    /// One role.
+    pub async fn get_role(&self, name: &str) -> Result<Role> {
+        let r = self.auth.clone().get_role(Self::by_name(name)).await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Every role.
+    pub async fn list_roles(&self) -> Result<Vec<Role>> {
+        let r = self.auth.clone().list_roles(v1::ListRequest {}).await;
+        let roles = r.map_err(|s| self.status(s))?.into_inner().roles;
+        Ok(roles
+            .into_iter()
+            .map(Role::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Creates or (unless `create_only`) replaces a role.
+    pub async fn upsert_role(&self, role: Role, create_only: bool) -> Result<Role> {
+        let r = self
+            .auth
+            .clone()
+            .upsert_role(v1::UpsertRoleRequest {
+                role: Some(role.into()),
+                create_only,
+            })
+            .await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Deletes a role.
+    pub async fn delete_role(&self, name: &str) -> Result<()> {
+        let r = self.auth.clone().delete_role(Self::by_name(name)).await;
+        r.map_err(|s| self.status(s))?;
+        Ok(())
+    }
+
+    // ---- tokens ----
+
+    /// One join token.
+    pub async fn get_token(&self, name: &str) -> Result<ProvisionToken> {
+        let r = self.auth.clone().get_token(Self::by_name(name)).await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Every join token.
+    pub async fn list_tokens(&self) -> Result<Vec<ProvisionToken>> {
+        let r = self.auth.clone().list_tokens(v1::ListRequest {}).await;
+        let tokens = r.map_err(|s| self.status(s))?.into_inner().tokens;
+        Ok(tokens
+            .into_iter()
+            .map(ProvisionToken::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Creates or (unless `create_only`) replaces a join token.
+    pub async fn upsert_token(
+        &self,
+        token: ProvisionToken,
+        create_only: bool,
+    ) -> Result<ProvisionToken> {
+        let r = self
+            .auth
+            .clone()
+            .upsert_token(v1::UpsertTokenRequest {
+                token: Some(token.into()),
+                create_only,
+            })
+            .await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Deletes a join token.
+    pub async fn delete_token(&self, name: &str) -> Result<()> {
+        let r = self.auth.clone().delete_token(Self::by_name(name)).await;
+        r.map_err(|s| self.status(s))?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// One user.
+    pub async fn get_user(&self, name: &str) -> Result<User> {
+        let r = self.auth.clone().get_user(Self::by_name(name)).await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Every user.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let r = self.auth.clone().list_users(v1::ListRequest {}).await;
+        let users = r.map_err(|s| self.status(s))?.into_inner().users;
+        Ok(users
+            .into_iter()
+            .map(User::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    // ---- bots ----
+
+    /// Creates bot `name` (user and role `bot-<name>`) allowed to impersonate `roles`, with the
+    /// `logins` trait. With `token_name`, the bot joins with that existing token (e.g. an `iam`
+    /// token); otherwise the server makes a fresh single-use token living `token_ttl` (zero:
+    /// one hour).
+    pub async fn create_bot(
+        &self,
+        name: &str,
+        roles: &[String],
+        logins: &[String],
+        token_name: Option<&str>,
+        token_ttl: Duration,
+    ) -> Result<CreatedBot> {
+        let r = self
+            .auth
+            .clone()
+            .create_bot(v1::CreateBotRequest {
+                name: name.to_string(),
+                roles: roles.to_vec(),
+                logins: logins.to_vec(),
+                token_name: token_name.unwrap_or_default().to_string(),
+                token_ttl_seconds: secs(token_ttl),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        let bot = r.bot.ok_or_else(|| machine_id_proto::ConvertError {
+            what: "bot",
+            message: "missing from the reply".into(),
+        })?;
+        let join_method = if r.join_method.is_empty() {
+            JoinMethod::Token
+        } else {
+            r.join_method
+                .parse()
+                .map_err(|message| machine_id_proto::ConvertError {
+                    what: "join method",
+                    message,
+                })?
+        };
+        Ok(CreatedBot {
+            bot: bot.into(),
+            token: TokenSecret::new(r.token_name),
+            token_expires: r.token_expires.as_ref().map(timestamp_to).transpose()?,
+            join_method,
+        })
+    }
+
+    /// One bot.
+    pub async fn get_bot(&self, name: &str) -> Result<Bot> {
+        let r = self.auth.clone().get_bot(Self::by_name(name)).await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().into())
+    }
+
+    /// Every bot.
+    pub async fn list_bots(&self) -> Result<Vec<Bot>> {
+        let r = self.auth.clone().list_bots(v1::ListRequest {}).await;
+        let bots = r.map_err(|s| self.status(s))?.into_inner().bots;
+        Ok(bots.into_iter().map(Bot::from).collect())
+    }
+
+    /// Deletes a bot: its user, role and tokens.
+    pub async fn delete_bot(&self, name: &str) -> Result<()> {
+        let r = self.auth.clone().delete_bot(Self::by_name(name)).await;
+        r.map_err(|s| self.status(s))?;
+        Ok(())
+    }
+
+    /// Locks a bot's user, for `ttl` or (`None`) until the lock is removed.
+    pub async fn lock_bot(&self, name: &str, message: &str, ttl: Option<Duration>) -> Result<Lock> {
+        let r = self
+            .auth
+            .clone()
+            .lock_bot(v1::LockBotRequest {
+                name: name.to_string(),
+                message: message.to_string(),
+                ttl_seconds: ttl.map(secs).unwrap_or(0),
+            })
+            .await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    // ---- nodes ----
+
+    /// One node, by id.
+    pub async fn get_node(&self, id: &str) -> Result<Node> {
+        let r = self.auth.clone().get_node(Self::by_name(id)).await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Every node.
+    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
+        let r = self.auth.clone().list_nodes(v1::ListRequest {}).await;
+        let nodes = r.map_err(|s| self.status(s))?.into_inner().nodes;
+        Ok(nodes
+            .into_iter()
+            .map(Node::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Creates or (unless `create_only`) replaces a node.
+    pub async fn upsert_node(&self, node: Node, create_only: bool) -> Result<Node> {
+        let r = self
+            .auth
+            .clone()
+            .upsert_node(v1::UpsertNodeRequest {
+                node: Some(node.into()),
+                create_only,
+            })
+            .await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Deletes a node, by id.
+    pub async fn delete_node(&self, id: &str) -> Result<()> {
+        let r = self.auth.clone().delete_node(Self::by_name(id)).await;
+        r.map_err(|s| self.status(s))?;
+        Ok(())
+    }
+
+    // ---- locks ----
+
+    /// Every lock.
+    pub async fn list_locks(&self) -> Result<Vec<Lock>> {
+        let r = self.auth.clone().list_locks(v1::ListRequest {}).await;
+        let locks = r.map_err(|s| self.status(s))?.into_inner().locks;
+        Ok(locks
+            .into_iter()
+            .map(Lock::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Creates or (unless `create_only`) replaces a lock.
+    pub async fn upsert_lock(&self, lock: Lock, create_only: bool) -> Result<Lock> {
+        let r = self
+            .auth
+            .clone()
+            .upsert_lock(v1::UpsertLockRequest {
+                lock: Some(lock.into()),
+                create_only,
+            })
+            .await;
+        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
+    }
+
+    /// Deletes a lock, by id.
+    pub async fn delete_lock(&self, id: &str) -> Result<()> {
+        let r = self.auth.clone().delete_lock(Self::by_name(id)).await;
+        r.map_err(|s| self.status(s))?;
+        Ok(())
+    }
+
+    // ---- CAs, host certs, events ----
+
+    /// Exports a CA: `user`, `host` (OpenSSH lines) or `tls` (DER certificates); see
+    /// `machine_id_types::ca_kind`.
+    pub async fn export_ca(&self, kind: &str) -> Result<ExportedCa> {
+        let r = self
+            .auth
+            .clone()
+            .export_ca(v1::ExportCaRequest {
+                ca_type: kind.to_string(),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(ExportedCa {
+            ssh_public_keys: r.ssh_public_keys,
+            tls_certs: r.tls_certs,
+        })
+    }
+
+    /// Signs an SSH host certificate for `public_key` (an OpenSSH line) with principals
+    /// `hostnames` (the server adds `<name>.<cluster>`), valid for `ttl`.
+    pub async fn sign_host_cert(
+        &self,
+        public_key: &str,
+        hostnames: &[String],
+        ttl: Duration,
+    ) -> Result<HostCert> {
+        let r = self
+            .auth
+            .clone()
+            .sign_host_cert(v1::SignHostCertRequest {
+                public_key: public_key.to_string(),
+                hostnames: hostnames.to_vec(),
+                ttl_seconds: secs(ttl),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(HostCert {
+            ssh_cert: r.ssh_cert,
+            host_ca_key: r.host_ca_key,
+        })
+    }
+
+    /// Audit events, oldest first: of `event_type` (all when `None`), at most `limit` (zero:
+    /// the server's default), since `since` when given.
+    pub async fn search_events(
+        &self,
+        event_type: Option<&str>,
+        limit: u32,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<AuditEvent>> {
+        let r = self
+            .auth
+            .clone()
+            .search_events(v1::SearchEventsRequest {
+                event_type: event_type.unwrap_or_default().to_string(),
+                limit,
+                since: since.map(timestamp_from),
+            })
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(r.events
+            .into_iter()
+            .map(AuditEvent::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_human_errors() {
+        let e = ClientError::from_status(tonic::Status::not_found("role \"x\" not found"), "a:1");
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "role \"x\" not found");
+        let e = ClientError::from_status(tonic::Status::aborted("conflict"), "a:1");
+        assert!(e.is_retryable());
+        let e = ClientError::from_status(tonic::Status::unavailable("refused"), "h:3025");
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the auth server at h:3025: refused; is it running?"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Nodes, locks and the audit log.
+
+use crate::{rows_starting, table};
+use machine_id_e2e::AuthServer;
+
+#[test]
+fn nodes_add_ls_and_create_from_yaml() {
+    let auth = AuthServer::start();
+    let out = auth
+        .tctl(&[
+            "nodes",
+            "add",
+            "--name=node-1",
+            "--addr=127.0.0.1:2222",
+            "--labels=env=dev,team=a",
+        ])
+        .success();
+    assert!(out.contains("node-1"), "{out}");
+    let f = auth.scratch().join("node.yaml");
+    std::fs::write(
+        &f,
+        "kind: node\nversion: v2\nmetadata:\n  name: node-2-id\n  labels: {env: prod}\nspec:\n  addr: 10.0.0.2:22\n  hostname: node-2\n",
+    )
+    .unwrap();
+    let out = auth.tctl(&["create", f.to_str().unwrap()]).success();
+    assert_eq!(out, "node \"node-2-id\" has been created\n");
+
+    let t = table(&auth.tctl(&["nodes", "ls"]).success());
+    assert_eq!(t[0], ["Node Name", "Address", "Labels"]);
+    assert_eq!(
+        rows_starting(&t, "node-1")[0][1..],
+        ["127.0.0.1:2222", "env=dev,team=a"]
+    );
+    assert_eq!(
+        rows_starting(&t, "node-2")[0][1..],
+        ["10.0.0.2:22", "env=prod"]
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&auth.tctl(&["nodes", "ls", "--format=json"]).success()).unwrap();
+    let node1 = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["spec"]["hostname"] == "node-1")
+        .unwrap();
+    let id = node1["metadata"]["name"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "a uuid: {id}");
+    assert_eq!(id.as_bytes()[14], b'4', "uuid v4: {id}");
+
+    assert_eq!(
+        auth.tctl(&["get", "nodes"]).success(),
+        auth.tctl(&["nodes", "ls"]).success()
+    );
+    auth.tctl(&["rm", &format!("nodes/{id}")]).success();
+    let t = table(&auth.tctl(&["nodes", "ls"]).success());
+    assert!(rows_starting(&t, "node-1").is_empty());
+
+    let err = auth
+        .tctl(&["nodes", "add", "--name=bad", "--addr=nowhere"])
+        .failure();
+    assert!(err.contains("host:port"), "{err}");
+}
+
+#[test]
+fn bot_lock_ls_rm() {
+    let auth = AuthServer::start();
+    auth.tctl(&["bots", "add", "robot", "--roles=access"])
+        .success();
+    let out = auth
+        .tctl(&["bots", "lock", "robot", "--message=suspicious"])
+        .success();
+    assert!(out.contains("locked"), "{out}");
+
+    let t = table(&auth.tctl(&["locks", "ls"]).success());
+    assert_eq!(t[0], ["ID", "Target", "Message", "Expires"]);
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert_eq!(t[1][1..], ["user=bot-robot", "suspicious", "never"]);
+    let id = t[1][0].clone();
+
+    let bots: serde_json::Value =
+        serde_json::from_str(&auth.tctl(&["bots", "ls", "--format=json"]).success()).unwrap();
+    assert_eq!(bots[0]["locked"], true);
+    let locks: serde_json::Value =
+        serde_json::from_str(&auth.tctl(&["locks", "ls", "--format=json"]).success()).unwrap();
+    assert_eq!(locks[0]["metadata"]["name"], id.as_str());
+
+    let out = auth.tctl(&["locks", "rm", &id]).success();
+    assert!(out.contains("has been deleted"), "{out}");
+    let t = table(&auth.tctl(&["locks", "ls"]).success());
+    assert_eq!(t.len(), 1, "{t:?}");
+    let bots: serde_json::Value =
+        serde_json::from_str(&auth.tctl(&["bots", "ls", "--format=json"]).success()).unwrap();
+    assert_eq!(bots[0]["locked"], false);
+}
+
+#[test]
+fn events_record_bot_creation() {
+    let auth = AuthServer::start();
+    auth.tctl(&["bots", "add", "robot", "--roles=access"])
+        .success();
+    let out = auth.tctl(&["events", "ls", "--format=json"]).success();
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let create = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "bot.create")
+        .unwrap_or_else(|| panic!("no bot.create in {out}"));
+    assert_eq!(create["success"], true);
+
+    let only: serde_json::Value = serde_json::from_str(
+        &auth
+            .tctl(&["events", "ls", "--type=bot.create", "--format=json"])
+            .success(),
+    )
+    .unwrap();
+    assert!(
+        only.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["event"] == "bot.create")
+    );
+    let limited: serde_json::Value = serde_json::from_str(
+        &auth
+            .tctl(&["events", "ls", "--limit", "1", "--format=json"])
+            .success(),
+    )
+    .unwrap();
+    assert_eq!(limited.as_array().unwrap().len(), 1);
+    let text = auth.tctl(&["events", "ls"]).success();
+    assert!(text.contains("bot.create"), "{text}");
+}
