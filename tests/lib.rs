@@ -114,7 +114,7 @@ fn build_binaries() -> Result<PathBuf, String> {
 /// A running `auth-server`, killed on drop.
 #[derive(Debug)]
 pub struct AuthServer {
-    child: Child,
+    child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub addr: String,
     /// The cluster name.
@@ -178,13 +178,35 @@ impl AuthServer {
 
     /// Starts a server for `cluster` in a fresh data dir, on a free loopback port.
     pub fn start_cluster(cluster: &str) -> Self {
-        let bins = binaries();
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(data_dir.path().join("auth-server.log")).expect("log file");
+        let mut server = Self {
+            child: None,
+            addr: String::new(),
+            cluster: cluster.to_string(),
+            data_dir,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the process on this server's data dir (a free port each time) and waits for
+    /// its ready line.
+    fn spawn(&mut self) {
+        let bins = binaries();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("auth-server.log"))
+            .expect("log file");
         let mut child = Command::new(&bins.auth_server)
             .args(["start", "--data-dir"])
-            .arg(data_dir.path().join("data"))
-            .args(["--cluster-name", cluster, "--auth-listen", "127.0.0.1:0"])
+            .arg(self.data_dir())
+            .args([
+                "--cluster-name",
+                &self.cluster,
+                "--auth-listen",
+                "127.0.0.1:0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -204,20 +226,36 @@ impl AuthServer {
                 }
             }
         });
-        let mut server = Self {
-            child,
-            addr: String::new(),
-            cluster: cluster.to_string(),
-            data_dir,
-        };
+        self.child = Some(child);
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => server.addr = addr,
+            Ok(addr) => self.addr = addr,
             Err(_) => {
-                let log = server.log();
+                let log = self.log();
                 panic!("auth-server did not print {READY_PREFIX:?} in time; its log:\n{log}");
             }
         }
-        server
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up), as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        child.wait().expect("waiting for auth-server")
+    }
+
+    /// Starts the server again on the same data dir (after [`Self::kill9`] or [`Self::stop`]).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
     }
 
     /// The server's data directory.
@@ -284,7 +322,6 @@ pub fn run_tctl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 
 impl Drop for AuthServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod bots;
 mod identity;
+mod join;
 mod nodes_locks_events;
 mod roles;
 mod tokens;
