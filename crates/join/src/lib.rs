@@ -1,6 +1,6 @@
 //! Join methods: how a bot proves it may join a cluster. Each method is a matched pair, the
 //! bot's half that builds the proof and the server's half that verifies it against a
-//! [`ProvisionToken`]; neither half knows anything of gRPC.
+//! [`ProvisionToken`](machine_id_types::ProvisionToken); neither half knows anything of gRPC.
 //!
 //! - [`token`]: a single-use secret. The bot presents it; the server checks the stored
 //!   token in constant time and the caller deletes it with compare-and-swap, so one token

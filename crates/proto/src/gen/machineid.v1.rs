@@ -257,7 +257,7 @@ pub struct ListUsersResponse {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CreateBotRequest {
-    /// Bare bot name: the user and role are bot-<name>.
+    /// Bare bot name: the user and role are `bot-NAME`.
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
     /// Roles the bot may impersonate.
@@ -344,7 +344,7 @@ pub struct SignHostCertRequest {
     /// The host's public key, an OpenSSH authorized_keys line.
     #[prost(string, tag = "1")]
     pub public_key: ::prost::alloc::string::String,
-    /// Host names; the server adds <name>.<cluster> for each.
+    /// Host names; the server adds `NAME.CLUSTER` for each.
     #[prost(string, repeated, tag = "2")]
     pub hostnames: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(uint64, tag = "3")]
