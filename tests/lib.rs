@@ -1,11 +1,14 @@
 //! End-to-end test harness: starts real processes.
 //!
-//! - [`binaries`]: builds `auth-server` and `tctl` once per test process (`cargo build -p
-//!   auth-server -p tctl-bots`, in the profile the tests run in) and finds them in the target
-//!   directory. `MACHINE_ID_BIN_DIR` points at prebuilt binaries instead.
+//! - [`binaries`]: builds `auth-server`, `tctl` and `tbot` once per test process (`cargo
+//!   build -p auth-server -p tctl-bots -p tbot`, in the profile the tests run in) and finds
+//!   them in the target directory. `MACHINE_ID_BIN_DIR` points at prebuilt binaries instead.
+//!   [`example`] builds and finds an example program of a workspace crate.
 //! - [`AuthServer`]: a real `auth-server start` on `127.0.0.1:0` with a temporary data dir,
 //!   killed when dropped; [`AuthServer::tctl`] runs the real `tctl` against it with the admin
-//!   identity the server wrote.
+//!   identity the server wrote; [`AuthServer::stop`] takes it down and
+//!   [`AuthServer::restart_same_addr`] brings it back on the same address and data dir.
+//! - [`run_tbot`] / [`spawn_tbot`]: the real `tbot`.
 //!
 //! ```no_run
 //! let auth = machine_id_e2e::AuthServer::start();
@@ -28,6 +31,8 @@ pub struct Binaries {
     pub auth_server: PathBuf,
     /// `tctl`.
     pub tctl: PathBuf,
+    /// `tbot`.
+    pub tbot: PathBuf,
 }
 
 /// The workspace root (the parent of this crate).
@@ -53,8 +58,9 @@ pub fn binaries() -> &'static Binaries {
         let bins = Binaries {
             auth_server: dir.join("auth-server"),
             tctl: dir.join("tctl"),
+            tbot: dir.join("tbot"),
         };
-        for b in [&bins.auth_server, &bins.tctl] {
+        for b in [&bins.auth_server, &bins.tctl, &bins.tbot] {
             if !b.exists() {
                 return Err(format!("{} does not exist", b.display()));
             }
@@ -63,6 +69,59 @@ pub fn binaries() -> &'static Binaries {
     });
     match bins {
         Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `(<target>/<profile>, <target>, <profile>)` of the running test binary.
+fn profile_dirs() -> Result<(PathBuf, PathBuf, String), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test binary does not sit in <target>/<profile>/deps")?
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("no <target> above <target>/<profile>")?
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    Ok((profile_dir, target_dir, profile))
+}
+
+/// Builds example `name` of `package` (in the tests' profile) and returns its path.
+pub fn example(package: &str, name: &str) -> PathBuf {
+    let built = (|| {
+        let (profile_dir, target_dir, profile) = profile_dirs()?;
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "-q", "-p", package, "--example", name])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build -p {package} --example {name} failed"));
+        }
+        Ok::<_, String>(profile_dir.join("examples").join(name))
+    })();
+    match built {
+        Ok(p) => p,
         Err(e) => panic!("{e}"),
     }
 }
@@ -87,7 +146,16 @@ fn build_binaries() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-q", "-p", "auth-server", "-p", "tctl-bots"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "auth-server",
+            "-p",
+            "tctl-bots",
+            "-p",
+            "tbot",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     match profile.as_str() {
@@ -104,7 +172,7 @@ fn build_binaries() -> Result<PathBuf, String> {
         .map_err(|e| format!("running cargo build: {e}"))?;
     if !status.success() {
         return Err(
-            "cargo build -p auth-server -p tctl-bots failed (set MACHINE_ID_BIN_DIR to use prebuilt binaries)"
+            "cargo build -p auth-server -p tctl-bots -p tbot failed (set MACHINE_ID_BIN_DIR to use prebuilt binaries)"
                 .into(),
         );
     }
@@ -192,6 +260,12 @@ impl AuthServer {
     /// Starts the process on this server's data dir (a free port each time) and waits for
     /// its ready line.
     fn spawn(&mut self) {
+        self.spawn_on("127.0.0.1:0");
+    }
+
+    /// Starts the process on this server's data dir listening on `listen` and waits for its
+    /// ready line.
+    fn spawn_on(&mut self, listen: &str) {
         let bins = binaries();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -201,12 +275,7 @@ impl AuthServer {
         let mut child = Command::new(&bins.auth_server)
             .args(["start", "--data-dir"])
             .arg(self.data_dir())
-            .args([
-                "--cluster-name",
-                &self.cluster,
-                "--auth-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--cluster-name", &self.cluster, "--auth-listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -256,6 +325,14 @@ impl AuthServer {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Starts the server again on the same data dir and the same address (after
+    /// [`Self::kill9`] or [`Self::stop`]), so clients configured with [`Self::addr`] reconnect.
+    pub fn restart_same_addr(&mut self) {
+        self.kill9();
+        let listen = self.addr.clone();
+        self.spawn_on(&listen);
     }
 
     /// The server's data directory.
@@ -318,6 +395,50 @@ pub fn run_tctl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `tbot` with `args` (and `env`), without the environment variables that would change
+/// its defaults; waits for it to exit.
+pub fn run_tbot<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Output {
+    let out = tbot_command(args, env)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tbot");
+    Output {
+        command: format!(
+            "tbot {}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Starts `tbot` with `args`, stderr (its log) to `log`; the caller stops it.
+pub fn spawn_tbot<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("tbot log file");
+    tbot_command(args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("starting tbot")
+}
+
+fn tbot_command<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(&binaries().tbot);
+    cmd.args(args)
+        .env_remove("TELEPORT_AUTH_SERVER")
+        .env_remove("TELEPORT_BOT_TOKEN")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 impl Drop for AuthServer {

@@ -36,6 +36,7 @@ fn pure_crates_know_nothing_of_grpc() {
         "machine-id-mint",
         "machine-id-join",
         "machine-id-store",
+        "machine-id-destination",
     ] {
         let deps = dependency_names(package);
         assert!(deps.len() > 1, "cargo tree listed nothing for {package}");
@@ -50,7 +51,7 @@ fn pure_crates_know_nothing_of_grpc() {
 
 #[test]
 fn only_client_and_auth_touch_proto() {
-    for package in ["tctl-bots", "auth-server"] {
+    for package in ["tctl-bots", "auth-server", "tbot", "machine-id-bot"] {
         let direct = Command::new(env!("CARGO"))
             .args([
                 "tree",

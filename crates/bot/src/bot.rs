@@ -1,0 +1,1018 @@
+//! The engine: join, renew, write outputs, in a loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use machine_id_client::{Client, ClientError, PingInfo, bootstrap_ca_certs, parse_pins};
+use machine_id_destination::{
+    Artifacts, Destination, DirectoryDestination, HostCaKey, MemoryDestination, SshConfigParams,
+    SymlinkPolicy, known_hosts, ssh_config,
+};
+use machine_id_join::token::TokenSecret;
+use machine_id_mint::{PrivateKey, Suite, certs_from_pem};
+use machine_id_types::{Clock, Identity, SystemClock};
+use rustls::sign::CertifiedKey;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{Notify, watch};
+
+use crate::backoff::Backoff;
+use crate::config::{BotConfig, resolve_token};
+use crate::error::refusal;
+use crate::identity::IssuedIdentity;
+use crate::storage::Storage;
+use crate::{BotError, Result};
+
+/// How many times `oneshot` tries when the auth server cannot be reached.
+const ONESHOT_ATTEMPTS: u32 = 3;
+/// The first retry delay after a failure.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// The longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// Where one output goes and which roles its certificates carry.
+#[derive(Clone)]
+struct Output {
+    destination: Arc<dyn Destination>,
+    /// The directory, for the ssh_config template (directory destinations only).
+    dir: Option<PathBuf>,
+    /// Empty: every role the bot may impersonate.
+    roles: Vec<String>,
+    describe: String,
+}
+
+/// Builds a [`Bot`]. Defaults: memory storage, no destination, TTL 60m, interval 20m, the
+/// system clock.
+#[must_use]
+pub struct BotBuilder {
+    auth_server: Option<String>,
+    token: Option<TokenSecret>,
+    ca_pins: Vec<String>,
+    ca_path: Option<PathBuf>,
+    insecure: bool,
+    certificate_ttl: Duration,
+    renewal_interval: Duration,
+    oneshot: bool,
+    storage: Option<Storage>,
+    outputs: Vec<Output>,
+    clock: Arc<dyn Clock>,
+    tbot_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BotBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotBuilder")
+            .field("auth_server", &self.auth_server)
+            .field("outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BotBuilder {
+    fn default() -> Self {
+        Self {
+            auth_server: None,
+            token: None,
+            ca_pins: Vec::new(),
+            ca_path: None,
+            insecure: false,
+            certificate_ttl: crate::config::DEFAULT_CERTIFICATE_TTL,
+            renewal_interval: crate::config::DEFAULT_RENEWAL_INTERVAL,
+            oneshot: false,
+            storage: None,
+            outputs: Vec::new(),
+            clock: Arc::new(SystemClock),
+            tbot_path: None,
+        }
+    }
+}
+
+impl BotBuilder {
+    /// Everything a (validated) config says: opens and locks the data directory, reads the
+    /// token file.
+    pub fn from_config(config: &BotConfig) -> Result<Self> {
+        config.validate()?;
+        let mut b = Self::default()
+            .certificate_ttl(config.certificate_ttl())
+            .renewal_interval(config.renewal_interval())
+            .oneshot(config.oneshot)
+            .insecure(config.insecure)
+            .ca_pins(config.onboarding.ca_pins.clone());
+        if let Some(a) = &config.auth_server {
+            b = b.auth_server(a);
+        }
+        if let Some(t) = &config.onboarding.token {
+            b.token = Some(resolve_token(t)?);
+        }
+        if let Some(p) = &config.onboarding.ca_path {
+            b = b.ca_path(p);
+        }
+        b.storage = Some(match config.storage.data_dir() {
+            Some(dir) => Storage::directory(dir)?,
+            None => Storage::memory(),
+        });
+        for d in &config.destinations {
+            if let Some(dir) = &d.directory {
+                b = b.directory_destination(&dir.path, dir.symlinks, d.roles.clone());
+            }
+        }
+        Ok(b)
+    }
+
+    /// The auth server, `host:port`.
+    pub fn auth_server(mut self, addr: impl Into<String>) -> Self {
+        self.auth_server = Some(addr.into());
+        self
+    }
+
+    /// The join token.
+    pub fn token(mut self, token: impl AsRef<str>) -> Self {
+        self.token = Some(TokenSecret::new(token));
+        self
+    }
+
+    /// `sha256:<hex>` CA pins checked on the first join.
+    pub fn ca_pins(mut self, pins: Vec<String>) -> Self {
+        self.ca_pins = pins;
+        self
+    }
+
+    /// A PEM file of the cluster's CA certificates, instead of pins.
+    pub fn ca_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_path = Some(path.into());
+        self
+    }
+
+    /// Trust whatever CA the server presents on the first join when no pin or CA path is
+    /// given (testing only).
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// The lifetime asked for every certificate.
+    pub fn certificate_ttl(mut self, ttl: Duration) -> Self {
+        self.certificate_ttl = ttl;
+        self
+    }
+
+    /// The time between renewals.
+    pub fn renewal_interval(mut self, interval: Duration) -> Self {
+        self.renewal_interval = interval;
+        self
+    }
+
+    /// Write the outputs once; [`Bot::run`] then returns.
+    pub fn oneshot(mut self, oneshot: bool) -> Self {
+        self.oneshot = oneshot;
+        self
+    }
+
+    /// Keeps the bot's identity in a locked data directory.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Result<Self> {
+        self.storage = Some(Storage::directory(path)?);
+        Ok(self)
+    }
+
+    /// Keeps the bot's identity in memory (the default).
+    pub fn memory_storage(mut self) -> Self {
+        self.storage = Some(Storage::memory());
+        self
+    }
+
+    /// Adds an output written to `destination` (e.g. a [`MemoryDestination`] clone kept to
+    /// read from) with certificates for `roles` (empty: every role the bot may impersonate).
+    pub fn destination(
+        mut self,
+        destination: impl Destination + 'static,
+        roles: Vec<String>,
+    ) -> Self {
+        let n = self.outputs.len();
+        self.outputs.push(Output {
+            destination: Arc::new(destination),
+            dir: None,
+            roles,
+            describe: format!("destination {n}"),
+        });
+        self
+    }
+
+    /// Adds an in-memory output and returns the builder with it; read it back with
+    /// [`Bot::current_artifacts`] or [`Bot::current_identity`].
+    pub fn memory_destination(self, roles: Vec<String>) -> Self {
+        self.destination(MemoryDestination::new(), roles)
+    }
+
+    /// Adds a directory output.
+    pub fn directory_destination(
+        mut self,
+        path: impl AsRef<Path>,
+        symlinks: SymlinkPolicy,
+        roles: Vec<String>,
+    ) -> Self {
+        let path = absolute(path.as_ref());
+        self.outputs.push(Output {
+            destination: Arc::new(DirectoryDestination::new(&path).with_symlinks(symlinks)),
+            describe: format!("destination {}", path.display()),
+            dir: Some(path),
+            roles,
+        });
+        self
+    }
+
+    /// The clock expiry is judged by.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The `tbot` executable that ssh_config's `ProxyCommand` names (default: this process's
+    /// executable).
+    pub fn tbot_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tbot_path = Some(path.into());
+        self
+    }
+
+    /// Checks the settings and builds the bot (nothing is dialed yet).
+    pub fn build(self) -> Result<Bot> {
+        let auth_server = self.auth_server.filter(|a| !a.is_empty()).ok_or_else(|| {
+            BotError::Config("no auth server; set one with auth_server(\"host:3025\")".into())
+        })?;
+        if self.certificate_ttl.is_zero() || self.renewal_interval.is_zero() {
+            return Err(BotError::Config(
+                "certificate_ttl and renewal_interval must be longer than zero".into(),
+            ));
+        }
+        if self.certificate_ttl < self.renewal_interval {
+            tracing::warn!(
+                certificate_ttl = %machine_id_types::duration::format(self.certificate_ttl),
+                renewal_interval = %machine_id_types::duration::format(self.renewal_interval),
+                "the certificate TTL is shorter than the renewal interval: certificates will expire between renewals"
+            );
+        }
+        let pins = parse_pins(&self.ca_pins)?;
+        let tbot_path = match self.tbot_path {
+            Some(p) => absolute(&p),
+            None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tbot")),
+        };
+        let (stop_tx, _) = watch::channel(false);
+        Ok(Bot {
+            inner: Arc::new(Inner {
+                auth_server,
+                token: self.token,
+                pins,
+                ca_path: self.ca_path,
+                insecure: self.insecure,
+                certificate_ttl: self.certificate_ttl,
+                renewal_interval: self.renewal_interval,
+                oneshot: self.oneshot,
+                storage: self.storage.unwrap_or_else(Storage::memory),
+                outputs: self.outputs,
+                clock: self.clock,
+                tbot_path,
+                state: RwLock::default(),
+                metrics: Metrics::default(),
+                renew_now: Notify::new(),
+                stop: stop_tx,
+            }),
+        })
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Counters for `/metrics` and `/readyz`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) renewals: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) last_ok: AtomicBool,
+    /// Unix seconds the earliest output certificate expires (0: none yet).
+    pub(crate) expires: AtomicI64,
+    /// Unix seconds the bot's own identity expires (0: none yet).
+    pub(crate) identity_expires: AtomicI64,
+}
+
+/// What a renewal produced, for the accessors.
+#[derive(Default)]
+struct State {
+    bot: Option<IssuedIdentity>,
+    outputs: Vec<OutputState>,
+}
+
+#[derive(Clone)]
+struct OutputState {
+    issued: IssuedIdentity,
+    artifacts: Arc<Artifacts>,
+    certified: Arc<CertifiedKey>,
+}
+
+struct Inner {
+    auth_server: String,
+    token: Option<TokenSecret>,
+    pins: Vec<machine_id_client::CaPin>,
+    ca_path: Option<PathBuf>,
+    insecure: bool,
+    certificate_ttl: Duration,
+    renewal_interval: Duration,
+    oneshot: bool,
+    storage: Storage,
+    outputs: Vec<Output>,
+    clock: Arc<dyn Clock>,
+    tbot_path: PathBuf,
+    state: RwLock<State>,
+    metrics: Metrics,
+    renew_now: Notify,
+    stop: watch::Sender<bool>,
+}
+
+/// A numbers-only view of the bot's health, for diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Successful renewals (identity and every output) since start.
+    pub renewals: u64,
+    /// Failed renewal attempts since start.
+    pub failures: u64,
+    /// Whether the last attempt succeeded.
+    pub last_ok: bool,
+    /// Seconds until the earliest output certificate expires (negative: expired; `None`:
+    /// nothing written yet).
+    pub seconds_until_expiry: Option<i64>,
+    /// Seconds until the bot's own identity expires.
+    pub identity_seconds_until_expiry: Option<i64>,
+    /// Whether the outputs hold valid certificates and either the last renewal succeeded or
+    /// the certificates are far (more than half their TTL) from expiry.
+    pub ready: bool,
+}
+
+/// The tbot engine. Cheap to clone; clones share one bot.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), machine_id_bot::BotError> {
+/// let bot = machine_id_bot::Bot::builder()
+///     .auth_server("127.0.0.1:3025")
+///     .token("0123456789abcdef0123456789abcdef")
+///     .ca_pins(vec!["sha256:...".into()])
+///     .memory_destination(vec![])
+///     .build()?;
+/// bot.renew().await?; // join and get the first certificates
+/// let identity = bot.current_identity().expect("renewed");
+/// println!("{} holds roles {:?}", identity.username, identity.roles);
+/// let tls = bot.rustls_client_config()?; // always presents the current certificate
+/// tokio::spawn({ let bot = bot.clone(); async move { bot.run().await } });
+/// # let _ = tls; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Bot {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot")
+            .field("auth_server", &self.inner.auth_server)
+            .field("storage", &self.inner.storage.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// `host` of `host:port` (`[v6]:port` → `v6`).
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    }
+}
+
+/// Reads the roles out of the server's impersonation denial
+/// (`... it may impersonate [a, b] ...`).
+fn roles_from_denial(message: &str) -> Option<Vec<String>> {
+    let start = message.find("may impersonate [")? + "may impersonate [".len();
+    let end = start + message[start..].find(']')?;
+    Some(
+        message[start..end]
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+impl Bot {
+    /// A builder.
+    pub fn builder() -> BotBuilder {
+        BotBuilder::default()
+    }
+
+    /// Whether this bot writes once and stops.
+    pub fn is_oneshot(&self) -> bool {
+        self.inner.oneshot
+    }
+
+    /// The identity of the first output's current certificate (the certificate a service
+    /// presents), or `None` before the first renewal.
+    pub fn current_identity(&self) -> Option<Identity> {
+        self.read_state(|s| s.outputs.first().map(|o| o.issued.identity.clone()))
+    }
+
+    /// The bot's own renewable identity, or `None` before the first join.
+    pub fn bot_identity(&self) -> Option<Identity> {
+        self.read_state(|s| s.bot.as_ref().map(|b| b.identity.clone()))
+    }
+
+    /// The files of output `index` as last written.
+    pub fn current_artifacts(&self, index: usize) -> Option<Arc<Artifacts>> {
+        self.read_state(|s| s.outputs.get(index).map(|o| o.artifacts.clone()))
+    }
+
+    /// The first output's key and certificate, for a rustls client (see
+    /// [`Bot::rustls_client_config`]).
+    pub(crate) fn current_certified_key(&self) -> Option<Arc<CertifiedKey>> {
+        self.read_state(|s| s.outputs.first().map(|o| o.certified.clone()))
+    }
+
+    /// The cluster's TLS CA certificates (DER) as of the last renewal.
+    pub fn current_ca_certs(&self) -> Vec<Vec<u8>> {
+        self.read_state(|s| {
+            s.outputs
+                .first()
+                .map(|o| o.issued.certs.tls_ca_certs.clone())
+                .or_else(|| s.bot.as_ref().map(|b| b.certs.tls_ca_certs.clone()))
+                .unwrap_or_default()
+        })
+    }
+
+    fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Health numbers.
+    pub fn status(&self) -> Status {
+        let m = &self.inner.metrics;
+        let now = self.inner.clock.now().unix_timestamp();
+        let left = |v: i64| (v != 0).then(|| v - now);
+        let seconds_until_expiry = left(m.expires.load(Ordering::Relaxed));
+        let last_ok = m.last_ok.load(Ordering::Relaxed);
+        let ttl = i64::try_from(self.inner.certificate_ttl.as_secs()).unwrap_or(i64::MAX);
+        let ready = match seconds_until_expiry {
+            Some(s) => s > 0 && (last_ok || s > ttl / 2),
+            None => false,
+        };
+        Status {
+            renewals: m.renewals.load(Ordering::Relaxed),
+            failures: m.failures.load(Ordering::Relaxed),
+            last_ok,
+            seconds_until_expiry,
+            identity_seconds_until_expiry: left(m.identity_expires.load(Ordering::Relaxed)),
+            ready,
+        }
+    }
+
+    /// Asks the loop to renew now (what SIGHUP and SIGUSR1 do).
+    pub fn renew_now(&self) {
+        self.inner.renew_now.notify_one();
+    }
+
+    /// Asks the loop to stop (what SIGINT and SIGTERM do); [`Bot::run`] then returns `Ok`.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Runs the bot: the first renewal (joining if needed), then, unless oneshot, renewals
+    /// every interval until [`Bot::stop`]. Transient failures (auth server unreachable, lost
+    /// races, destination writes) are retried with capped exponential backoff and jitter,
+    /// keeping the last good files; a bot that is locked or deleted, or whose identity expired
+    /// with no token to join again, ends with the error.
+    pub async fn run(&self) -> Result<()> {
+        let mut stop = self.inner.stop.subscribe();
+        let max = self.inner.renewal_interval.clamp(RETRY_BASE, RETRY_MAX);
+        let mut backoff = Backoff::new(RETRY_BASE, max);
+        // The first renewal: oneshot gives up after a few transient failures.
+        loop {
+            match self.renew().await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() => {
+                    if self.inner.oneshot && backoff.attempts() + 1 >= ONESHOT_ATTEMPTS {
+                        return Err(e);
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "the first renewal failed; retrying");
+                    if wait(&mut stop, delay, None).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        backoff.reset();
+        if self.inner.oneshot {
+            tracing::info!("oneshot: outputs written, exiting");
+            return Ok(());
+        }
+        let mut delay = self.inner.renewal_interval;
+        loop {
+            if wait(&mut stop, delay, Some(&self.inner.renew_now)).await {
+                tracing::info!("stopping");
+                return Ok(());
+            }
+            match self.renew().await {
+                Ok(()) => {
+                    backoff.reset();
+                    delay = self.inner.renewal_interval;
+                }
+                Err(e) if e.is_transient() => {
+                    delay = backoff.next_delay();
+                    tracing::warn!(error = %e, attempt = backoff.attempts(), retry_in = ?delay, "renewal failed; keeping the last good certificates and retrying");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "renewal failed and cannot be retried");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One renewal: the bot's identity (joining when there is none), then every output.
+    pub async fn renew(&self) -> Result<()> {
+        let result = self.renew_inner().await;
+        let m = &self.inner.metrics;
+        match &result {
+            Ok(()) => {
+                m.renewals.fetch_add(1, Ordering::Relaxed);
+                m.last_ok.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {
+                m.failures.fetch_add(1, Ordering::Relaxed);
+                m.last_ok.store(false, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn renew_inner(&self) -> Result<()> {
+        let (bot, save) = self.renew_identity().await?;
+        // The identity is saved (fsyncs) while the outputs are fetched and written.
+        let outputs = self.renew_outputs(&bot).await;
+        save.await
+            .map_err(|e| BotError::Internal(format!("saving the identity: {e}")))??;
+        outputs
+    }
+
+    async fn renew_outputs(&self, bot: &IssuedIdentity) -> Result<()> {
+        let client = Client::connect(&self.inner.auth_server, &bot.client_identity()?)
+            .await
+            .map_err(refusal)?;
+        let ping = client.ping().await.map_err(refusal)?;
+        let host_ca_keys = self.host_ca_keys(&client, bot).await;
+        let mut default_roles: Option<Vec<String>> = None;
+        let mut states = Vec::with_capacity(self.inner.outputs.len());
+        for out in &self.inner.outputs {
+            let roles = if out.roles.is_empty() {
+                if default_roles.is_none() {
+                    default_roles = Some(self.impersonable_roles(&client, bot).await?);
+                }
+                default_roles.clone().unwrap_or_default()
+            } else {
+                out.roles.clone()
+            };
+            states.push(
+                self.write_output(&client, out, &roles, &ping, &host_ca_keys)
+                    .await?,
+            );
+        }
+        let earliest = states
+            .iter()
+            .map(|s| s.issued.identity.expires.unix_timestamp())
+            .min()
+            .unwrap_or(bot.identity.expires.unix_timestamp());
+        self.inner
+            .metrics
+            .expires
+            .store(earliest, Ordering::Relaxed);
+        let mut state = self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.outputs = states;
+        Ok(())
+    }
+
+    /// Makes sure the bot holds a fresh renewable identity: renews the one it has (in memory
+    /// or stored), or joins with the token. Returns it with the task saving it to storage.
+    async fn renew_identity(
+        &self,
+    ) -> Result<(IssuedIdentity, tokio::task::JoinHandle<Result<()>>)> {
+        let inner = &self.inner;
+        let token_hash = inner
+            .token
+            .as_ref()
+            .map(|t| machine_id_join::token_hash(t.expose()));
+        let current = match self.read_state(|s| s.bot.clone()) {
+            Some(b) => Some(b),
+            None => self.load_stored(token_hash.as_deref())?,
+        };
+        let now = inner.clock.now();
+        let new = match current {
+            Some(cur) if cur.identity.expires > now => {
+                let renewed = self.renew_with(&cur).await?;
+                tracing::info!(
+                    user = %renewed.identity.username,
+                    generation = renewed.identity.generation,
+                    expires = %rfc3339(renewed.identity.expires),
+                    "renewed the bot identity"
+                );
+                renewed
+            }
+            Some(expired) => {
+                let expired_at = rfc3339(expired.identity.expires);
+                tracing::warn!(expired = %expired_at, "the bot identity has expired; joining again");
+                match self.join().await {
+                    Ok(id) => id,
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        return Err(BotError::IdentityExpired {
+                            expired: expired_at,
+                            cause: e.to_string(),
+                        });
+                    }
+                }
+            }
+            None => self.join().await?,
+        };
+        // The server has moved the generation on: hold the new identity before anything else
+        // can fail, so a retry after a failed save presents it (the old one would now get the
+        // bot locked).
+        inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bot = Some(new.clone());
+        inner
+            .metrics
+            .identity_expires
+            .store(new.identity.expires.unix_timestamp(), Ordering::Relaxed);
+        let stored = new
+            .to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
+        let storage = inner.storage.clone();
+        let save = tokio::task::spawn_blocking(move || storage.save(&stored));
+        Ok((new, save))
+    }
+
+    fn stored_token_hash(&self) -> Option<String> {
+        self.inner
+            .storage
+            .load()
+            .ok()
+            .flatten()
+            .map(|s| s.token_hash)
+    }
+
+    /// The stored identity, unless the token changed since it joined (then a fresh join).
+    fn load_stored(&self, token_hash: Option<&str>) -> Result<Option<IssuedIdentity>> {
+        let Some(stored) = self.inner.storage.load()? else {
+            return Ok(None);
+        };
+        if let Some(h) = token_hash
+            && h != stored.token_hash
+        {
+            tracing::info!(storage = %self.inner.storage.describe(), "the token differs from the one that joined; joining again with the new token");
+            return Ok(None);
+        }
+        match IssuedIdentity::from_stored(&stored) {
+            Ok(id) => {
+                tracing::info!(
+                    user = %id.identity.username,
+                    generation = id.identity.generation,
+                    expires = %rfc3339(id.identity.expires),
+                    "using the stored bot identity"
+                );
+                Ok(Some(id))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored identity is unusable; joining again");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews `cur` with a new key.
+    async fn renew_with(&self, cur: &IssuedIdentity) -> Result<IssuedIdentity> {
+        let client = Client::connect(&self.inner.auth_server, &cur.client_identity()?)
+            .await
+            .map_err(refusal)?;
+        let key = new_key()?;
+        let certs = client
+            .generate_user_certs(
+                &key.public_key().to_spki_der(),
+                self.inner.certificate_ttl,
+                &[],
+            )
+            .await
+            .map_err(refusal)?;
+        IssuedIdentity::new(key, certs)
+    }
+
+    /// The CAs to verify the auth server against on the first join.
+    async fn join_cas(&self) -> Result<Vec<Vec<u8>>> {
+        let inner = &self.inner;
+        if !inner.pins.is_empty() {
+            return Ok(bootstrap_ca_certs(&inner.auth_server, &inner.pins).await?);
+        }
+        if let Some(p) = &inner.ca_path {
+            let pem = std::fs::read_to_string(p).map_err(|e| {
+                BotError::Config(format!("cannot read the CA file {}: {e}", p.display()))
+            })?;
+            return certs_from_pem(&pem).map_err(|e| BotError::Invalid {
+                what: format!("CA file {}", p.display()),
+                message: e.to_string(),
+            });
+        }
+        if !inner.insecure {
+            return Err(BotError::NoTrustAnchor);
+        }
+        tracing::warn!(addr = %inner.auth_server, "--insecure: trusting whatever CA the auth server presents");
+        // Learn the presented CAs' pins from the mismatch answers, then bootstrap with them.
+        let mut pins = vec![machine_id_client::CaPin::from_spki_der(
+            b"tbot-insecure-probe",
+        )];
+        for _ in 0..8 {
+            match bootstrap_ca_certs(&inner.auth_server, &pins).await {
+                Ok(cas) => return Ok(cas),
+                Err(ClientError::PinMismatch { presented, .. }) => {
+                    pins.push(parse_pins(&[presented])?.remove(0));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BotError::Internal(
+            "the auth server presents too many CAs".into(),
+        ))
+    }
+
+    /// Joins with the token.
+    async fn join(&self) -> Result<IssuedIdentity> {
+        let inner = &self.inner;
+        let Some(token) = &inner.token else {
+            return Err(BotError::NoToken {
+                storage: inner.storage.describe(),
+            });
+        };
+        let cas = self.join_cas().await?;
+        let client = Client::connect_with_cas(&inner.auth_server, &cas).await?;
+        let key = new_key()?;
+        let certs = client
+            .register_using_token(
+                token,
+                &key.public_key().to_spki_der(),
+                inner.certificate_ttl,
+            )
+            .await
+            .map_err(|e| match e {
+                ClientError::NotFound(m)
+                | ClientError::PermissionDenied(m)
+                | ClientError::InvalidArgument(m)
+                | ClientError::Unauthenticated(m) => BotError::JoinRefused(m),
+                other => BotError::Client(other),
+            })?;
+        let id = IssuedIdentity::new(key, certs)?;
+        tracing::info!(
+            user = %id.identity.username,
+            generation = id.identity.generation,
+            expires = %rfc3339(id.identity.expires),
+            "joined the cluster"
+        );
+        Ok(id)
+    }
+
+    /// The host CA keys for known_hosts and ssh_config.
+    async fn host_ca_keys(&self, client: &Client, bot: &IssuedIdentity) -> Vec<HostCaKey> {
+        let lines = match client.export_ca(machine_id_types::ca_kind::HOST).await {
+            Ok(ca) => ca.ssh_public_keys,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot export the host CA; using the last SSH CA key of the renewal");
+                bot.certs.ssh_ca_keys.last().cloned().into_iter().collect()
+            }
+        };
+        lines
+            .iter()
+            .filter_map(|l| match HostCaKey::parse(l) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a host CA key");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Every role the bot may impersonate.
+    async fn impersonable_roles(
+        &self,
+        client: &Client,
+        bot: &IssuedIdentity,
+    ) -> Result<Vec<String>> {
+        let own_role = bot.identity.roles.first().cloned().unwrap_or_default();
+        match client.get_role(&own_role).await {
+            Ok(role) => {
+                let roles = role
+                    .spec
+                    .allow
+                    .impersonate
+                    .map(|i| i.roles)
+                    .unwrap_or_default();
+                if !roles.is_empty() {
+                    return Ok(roles);
+                }
+            }
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the bot's role; asking the server which roles it may impersonate")
+            }
+        }
+        // The server names the roles a caller may impersonate when it refuses one; `@` names
+        // are reserved, so the probe can never be granted.
+        let probe =
+            PrivateKey::generate(Suite::Default).map_err(|e| BotError::Internal(e.to_string()))?;
+        match client
+            .generate_user_certs(
+                &probe.public_key().to_spki_der(),
+                Duration::from_secs(60),
+                &["@tbot-role-probe".to_string()],
+            )
+            .await
+        {
+            Err(ClientError::PermissionDenied(m)) => match roles_from_denial(&m) {
+                Some(r) if !r.is_empty() => Ok(r),
+                _ => Err(BotError::Refused(m)),
+            },
+            Err(e) => Err(refusal(e)),
+            Ok(_) => Err(BotError::Config(
+                "cannot tell which roles the bot may impersonate; list them in the destination's roles".into(),
+            )),
+        }
+    }
+
+    /// Gets impersonated certificates for `roles` and writes them to `out`.
+    async fn write_output(
+        &self,
+        client: &Client,
+        out: &Output,
+        roles: &[String],
+        ping: &PingInfo,
+        host_ca_keys: &[HostCaKey],
+    ) -> Result<OutputState> {
+        let key = new_key()?;
+        let certs = client
+            .generate_user_certs(
+                &key.public_key().to_spki_der(),
+                self.inner.certificate_ttl,
+                roles,
+            )
+            .await
+            .map_err(refusal)?;
+        let issued = IssuedIdentity::new(key, certs)?;
+        tracing::debug!(output = %out.describe, "got the output certificates");
+        let mut artifacts = issued.to_artifacts();
+        let proxy_addr = ping
+            .proxy_public_addr
+            .clone()
+            .unwrap_or_else(|| self.inner.auth_server.clone());
+        let proxy_host = host_of(&proxy_addr);
+        artifacts.known_hosts =
+            known_hosts(&ping.cluster_name, proxy_host, host_ca_keys).into_bytes();
+        if let Some(dir) = &out.dir {
+            artifacts.ssh_config = ssh_config(&SshConfigParams {
+                cluster: &ping.cluster_name,
+                proxy_host,
+                proxy_addr: &proxy_addr,
+                destination_dir: dir,
+                tbot_path: &self.inner.tbot_path,
+                host_ca_keys,
+            })?
+            .into_bytes();
+        }
+        let certified = crate::tls::certified_key(&issued)?;
+        let artifacts = Arc::new(artifacts);
+        let dest = out.destination.clone();
+        let to_write = artifacts.clone();
+        tokio::task::spawn_blocking(move || dest.write(&to_write))
+            .await
+            .map_err(|e| BotError::Internal(format!("writing the destination: {e}")))??;
+        tracing::info!(
+            output = %out.describe,
+            roles = %issued.identity.roles.join(","),
+            expires = %rfc3339(issued.identity.expires),
+            "wrote the output certificates"
+        );
+        Ok(OutputState {
+            issued,
+            artifacts,
+            certified,
+        })
+    }
+}
+
+fn new_key() -> Result<PrivateKey> {
+    PrivateKey::generate(Suite::Default)
+        .map_err(|e| BotError::Internal(format!("generating a key: {e}")))
+}
+
+/// Waits `delay`, or until `notify` fires; `true` when asked to stop instead.
+async fn wait(stop: &mut watch::Receiver<bool>, delay: Duration, notify: Option<&Notify>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let renew = async {
+        match notify {
+            Some(n) => {
+                n.notified().await;
+                tracing::info!("renewing now, as asked");
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        () = renew => false,
+        r = stop.wait_for(|s| *s) => r.is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+
+    #[test]
+    fn host_of_strips_ports() {
+        assert_eq!(host_of("proxy.example.com:3080"), "proxy.example.com");
+        assert_eq!(host_of("127.0.0.1:3025"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:3025"), "::1");
+        assert_eq!(host_of("host"), "host");
+    }
+
+    #[test]
+    fn reads_roles_from_a_denial() {
+        let m = r#"access denied: "bot-robot" may not impersonate role "@x"; it may impersonate [access, editor] (the roles given to tctl bots add --roles)"#;
+        assert_eq!(roles_from_denial(m).unwrap(), ["access", "editor"]);
+        assert!(roles_from_denial("nothing").is_none());
+    }
+
+    #[test]
+    fn build_needs_an_auth_server() {
+        let e = Bot::builder().build().unwrap_err().to_string();
+        assert!(e.contains("auth server"), "{e}");
+        let e = Bot::builder()
+            .auth_server("a:1")
+            .ca_pins(vec!["md5:00".into()])
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("algorithm"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_pin_no_ca_path_refuses() {
+        let bot = Bot::builder()
+            .auth_server("127.0.0.1:1")
+            .token("t")
+            .memory_destination(vec![])
+            .build()
+            .unwrap();
+        let e = bot.renew().await.unwrap_err();
+        assert!(matches!(e, BotError::NoTrustAnchor), "{e}");
+        assert_eq!(bot.status().failures, 1);
+        assert!(!bot.status().ready);
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_wait() {
+        let (tx, mut rx) = watch::channel(false);
+        tx.send_replace(true);
+        assert!(wait(&mut rx, Duration::from_secs(3600), None).await);
+    }
+}
