@@ -769,10 +769,13 @@ impl Core {
 
     // ---------------------------------------------------------------- roles
 
-    /// GetRole.
+    /// GetRole. Every caller may read the roles its own certificate holds (a bot reads its
+    /// `bot-NAME` role to learn which roles it may impersonate); other roles need the rule.
     pub async fn get_role(&self, caller: &Caller, name: &str) -> Result<Role> {
-        self.authorize(caller, "GetRole", kind::ROLE, Verb::Read)
-            .await?;
+        if !caller.identity.roles.iter().any(|r| r == name) {
+            self.authorize(caller, "GetRole", kind::ROLE, Verb::Read)
+                .await?;
+        }
         state::check_key_name("role", name)?;
         self.state
             .get::<Role>(&state::role_key(name))

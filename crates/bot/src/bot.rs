@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use machine_id_client::{Client, ClientError, PingInfo, bootstrap_ca_certs, parse_pins};
+use machine_id_client::{
+    Client, ClientError, PingInfo, bootstrap_ca_certs, fetch_ca_certs_unverified, parse_pins,
+};
 use machine_id_destination::{
     Artifacts, Destination, DirectoryDestination, HostCaKey, MemoryDestination, SshConfigParams,
     SymlinkPolicy, known_hosts, ssh_config,
@@ -401,21 +403,6 @@ fn host_of(addr: &str) -> &str {
     }
 }
 
-/// Reads the roles out of the server's impersonation denial
-/// (`... it may impersonate [a, b] ...`).
-fn roles_from_denial(message: &str) -> Option<Vec<String>> {
-    let start = message.find("may impersonate [")? + "may impersonate [".len();
-    let end = start + message[start..].find(']')?;
-    Some(
-        message[start..end]
-            .split(',')
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
 impl Bot {
     /// A builder.
     pub fn builder() -> BotBuilder {
@@ -754,22 +741,7 @@ impl Bot {
             return Err(BotError::NoTrustAnchor);
         }
         tracing::warn!(addr = %inner.auth_server, "--insecure: trusting whatever CA the auth server presents");
-        // Learn the presented CAs' pins from the mismatch answers, then bootstrap with them.
-        let mut pins = vec![machine_id_client::CaPin::from_spki_der(
-            b"tbot-insecure-probe",
-        )];
-        for _ in 0..8 {
-            match bootstrap_ca_certs(&inner.auth_server, &pins).await {
-                Ok(cas) => return Ok(cas),
-                Err(ClientError::PinMismatch { presented, .. }) => {
-                    pins.push(parse_pins(&[presented])?.remove(0));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(BotError::Internal(
-            "the auth server presents too many CAs".into(),
-        ))
+        Ok(fetch_ca_certs_unverified(&inner.auth_server).await?)
     }
 
     /// Joins with the token.
@@ -828,51 +800,35 @@ impl Bot {
             .collect()
     }
 
-    /// Every role the bot may impersonate.
+    /// Every role the bot may impersonate: the `impersonate` roles of its own role, which
+    /// every caller may read.
     async fn impersonable_roles(
         &self,
         client: &Client,
         bot: &IssuedIdentity,
     ) -> Result<Vec<String>> {
-        let own_role = bot.identity.roles.first().cloned().unwrap_or_default();
-        match client.get_role(&own_role).await {
-            Ok(role) => {
-                let roles = role
-                    .spec
-                    .allow
-                    .impersonate
-                    .map(|i| i.roles)
-                    .unwrap_or_default();
-                if !roles.is_empty() {
-                    return Ok(roles);
+        let mut roles = Vec::new();
+        for own in &bot.identity.roles {
+            let role = client.get_role(own).await.map_err(refusal)?;
+            for r in role
+                .spec
+                .allow
+                .impersonate
+                .map(|i| i.roles)
+                .unwrap_or_default()
+            {
+                if !roles.contains(&r) {
+                    roles.push(r);
                 }
             }
-            Err(e) if e.is_retryable() => return Err(e.into()),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the bot's role; asking the server which roles it may impersonate")
-            }
         }
-        // The server names the roles a caller may impersonate when it refuses one; `@` names
-        // are reserved, so the probe can never be granted.
-        let probe =
-            PrivateKey::generate(Suite::Default).map_err(|e| BotError::Internal(e.to_string()))?;
-        match client
-            .generate_user_certs(
-                &probe.public_key().to_spki_der(),
-                Duration::from_secs(60),
-                &["@tbot-role-probe".to_string()],
-            )
-            .await
-        {
-            Err(ClientError::PermissionDenied(m)) => match roles_from_denial(&m) {
-                Some(r) if !r.is_empty() => Ok(r),
-                _ => Err(BotError::Refused(m)),
-            },
-            Err(e) => Err(refusal(e)),
-            Ok(_) => Err(BotError::Config(
-                "cannot tell which roles the bot may impersonate; list them in the destination's roles".into(),
-            )),
+        if roles.is_empty() {
+            return Err(BotError::Config(format!(
+                "{} may impersonate no role; add the bot again with tctl bots add --roles=...",
+                bot.identity.username
+            )));
         }
+        Ok(roles)
     }
 
     /// Gets impersonated certificates for `roles` and writes them to `out`.
@@ -973,13 +929,6 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:3025"), "127.0.0.1");
         assert_eq!(host_of("[::1]:3025"), "::1");
         assert_eq!(host_of("host"), "host");
-    }
-
-    #[test]
-    fn reads_roles_from_a_denial() {
-        let m = r#"access denied: "bot-robot" may not impersonate role "@x"; it may impersonate [access, editor] (the roles given to tctl bots add --roles)"#;
-        assert_eq!(roles_from_denial(m).unwrap(), ["access", "editor"]);
-        assert!(roles_from_denial("nothing").is_none());
     }
 
     #[test]

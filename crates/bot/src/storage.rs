@@ -168,11 +168,16 @@ impl DataDir {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(
-                |e| BotError::DataDir {
-                    path: path.clone(),
-                    message: format!(
-                        "other users may read it (mode {mode:04o}) and tbot cannot change that ({e}); run `chmod 700` on it as its owner"
-                    ),
+                |e| match e.kind() {
+                    std::io::ErrorKind::ReadOnlyFilesystem => {
+                        io_error(&path, "changing its mode to 0700", &e)
+                    }
+                    _ => BotError::DataDir {
+                        path: path.clone(),
+                        message: format!(
+                            "other users may read it (mode {mode:04o}) and tbot cannot change that ({e}); run `chmod 700` on it as its owner"
+                        ),
+                    },
                 },
             )?;
             tracing::warn!(path = %path.display(), was = %format!("{mode:04o}"), "the data directory was open to other users; changed its mode to 0700");

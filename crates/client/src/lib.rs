@@ -35,7 +35,7 @@ mod tls;
 
 pub use client::{
     Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, bootstrap_ca_certs, ca_pins,
-    parse_pins,
+    fetch_ca_certs_unverified, parse_pins,
 };
 pub use error::{ClientError, Result};
 pub use identity::{ClientIdentity, files};

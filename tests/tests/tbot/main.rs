@@ -376,17 +376,11 @@ fn bad_input_fails_with_one_clear_line() {
         "written through the link"
     );
 
-    // A read-only destination: one clear line, nothing half-written.
+    // A read-only destination: one clear line, nothing half-written. (The suite runs as
+    // root, which file modes do not stop, so the destination is a read-only mount.)
     let ro = d("ro");
     std::fs::create_dir_all(&ro).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs"])
-        .arg(&ro)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
-    }
+    let _mount = Tmpfs::mount(&ro, "size=1m,ro");
     let e = run_tbot(
         &[
             "start",
@@ -401,17 +395,26 @@ fn bad_input_fails_with_one_clear_line() {
             &auth.addr,
         ],
         &[],
-    );
-    let listing = std::fs::read_dir(&ro).unwrap().count();
-    if mounted {
-        let _ = Command::new("umount").arg(&ro).status();
-    }
-    let e = e.failure();
-    assert!(
-        e.contains("read-only") || e.contains("permission denied"),
+    )
+    .failure();
+    assert!(e.contains("read-only"), "{e}");
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("ERROR: ")).count(),
+        1,
         "{e}"
     );
-    assert_eq!(listing, 0);
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+
+    // A data dir the bot cannot write: named, with the fix.
+    let ro_data = d("ro-data");
+    std::fs::create_dir_all(&ro_data).unwrap();
+    let _data_mount = Tmpfs::mount(&ro_data, "size=1m,ro");
+    let e = oneshot(&auth, &join2, &ro_data, &d("dest-ro-data")).failure();
+    assert!(
+        e.contains("ro-data") && e.contains("read-only") && e.contains("--data-dir"),
+        "{e}"
+    );
+    assert!(!d("dest-ro-data").join("key").exists());
 
     // The same data dir still works with a good destination afterwards.
     let good = Join {
@@ -422,6 +425,76 @@ fn bad_input_fails_with_one_clear_line() {
     for f in EIGHT {
         assert!(d("dest-good").join(f).exists(), "{f}");
     }
+}
+
+/// A tmpfs mounted on a directory for the life of the value (the suite runs as root).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, options: &str) -> Self {
+        let (ok, text) = run(
+            "mount",
+            &["-t", "tmpfs", "-o", options, "tmpfs", dir.to_str().unwrap()],
+        );
+        assert!(ok, "mount -t tmpfs {}: {text}", dir.display());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_the_last_good_destination() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let join = add_bot(&auth, "robot", "access");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    std::fs::create_dir_all(&dest).unwrap();
+    let _mount = Tmpfs::mount(&dest, "size=256k,mode=0700");
+    oneshot(&auth, &join, &data, &dest).success();
+    let before: Vec<Vec<u8>> = EIGHT
+        .iter()
+        .map(|f| std::fs::read(dest.join(f)).unwrap())
+        .collect();
+
+    // Fill the filesystem, leaving less than one new set needs.
+    let filler = dest.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    let e = oneshot(&auth, &join, &data, &dest).failure();
+    assert!(e.contains("no space left"), "{e}");
+    let after: Vec<Vec<u8>> = EIGHT
+        .iter()
+        .map(|f| std::fs::read(dest.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the last good set was touched");
+    let (ok, v) = run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            dest.join("tlscacerts").to_str().unwrap(),
+            dest.join("tlscert").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{v}");
+
+    // Space again: the next run writes a new set, with the identity renewed meanwhile.
+    std::fs::remove_file(&filler).unwrap();
+    oneshot(&auth, &join, &data, &dest).success();
+    assert_ne!(std::fs::read(dest.join("tlscert")).unwrap(), before[7]);
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names.len(), EIGHT.len(), "stray files: {names:?}");
 }
 
 #[test]

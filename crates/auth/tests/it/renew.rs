@@ -250,6 +250,24 @@ async fn bots_may_not_administer() {
         Code::PermissionDenied,
         "list roles",
     );
+    // Its own role it may read (that is how it learns what it may impersonate); no other.
+    let own = client
+        .get_role(v1::GetByNameRequest {
+            name: "bot-robot".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.metadata.unwrap().name, "bot-robot");
+    assert_code(
+        client
+            .get_role(v1::GetByNameRequest {
+                name: "editor".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "may not read roles",
+    );
     // Reading the CAs is allowed.
     let ca = client
         .export_ca(v1::ExportCaRequest {

@@ -20,12 +20,18 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with_clock(Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()))).await
+    }
+
+    /// A server whose clock the test moves.
+    async fn start_with_clock(clock: Arc<FakeClock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = AuthConfig::new(
+        let mut config = AuthConfig::new(
             dir.path().join("data"),
             "example.com",
             "127.0.0.1:0".parse().unwrap(),
         );
+        config.clock = clock;
         let server = AuthServer::start(config).await.unwrap();
         let addr = server.local_addr().to_string();
         let admin_id = ClientIdentity::load(server.admin_identity_dir()).unwrap();
@@ -147,6 +153,26 @@ async fn expired_identity_with_a_used_token_ends_with_a_clear_error() {
     let msg = e.to_string();
     assert!(msg.contains("join again with a fresh token"), "{msg}");
     assert!(!e.is_transient());
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_and_not_retried() {
+    let server_clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
+    let s = TestServer::start_with_clock(server_clock.clone()).await;
+    let token = s.bot("robot", &["access"]).await;
+    server_clock.advance(Duration::from_secs(3600 + 60));
+    let bot = s
+        .builder(&token)
+        .oneshot(true)
+        .memory_destination(vec![])
+        .build()
+        .unwrap();
+    let e = bot.run().await.unwrap_err();
+    assert!(matches!(e, BotError::JoinRefused(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("expired"), "{msg}");
+    assert!(!e.is_transient());
+    assert_eq!(bot.status().failures, 1, "a refusal is not retried");
 }
 
 #[tokio::test]
