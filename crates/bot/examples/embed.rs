@@ -6,15 +6,16 @@
 //! ```
 //!
 //! It joins with the token (checking the CA pin), prints the identity of its output
-//! certificate, then calls `ListRoles` over a TLS connection that presents that certificate.
-//! The bot's roles may not list roles, so the server refuses, and its refusal names the user
-//! it authenticated: that line is printed as `server authenticated us as ...`.
+//! certificate, then calls `GetRole` for each of that certificate's roles over a TLS
+//! connection that presents it. The server lets a caller read only the roles its verified
+//! certificate holds, so the answer shows the server authenticated the bot's certificate;
+//! any refusal makes the example fail.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use machine_id_bot::Bot;
-use machine_id_proto::v1::ListRequest;
+use machine_id_proto::v1::GetByNameRequest;
 use machine_id_proto::v1::auth_service_client::AuthServiceClient;
 use rustls_pki_types::ServerName;
 use tonic::transport::Endpoint;
@@ -68,15 +69,18 @@ async fn main() -> anyhow::Result<()> {
         .connect_with_connector(connector)
         .await
         .context("mTLS connection to the auth server")?;
-    match AuthServiceClient::new(channel)
-        .list_roles(ListRequest {})
-        .await
-    {
-        Ok(r) => println!(
-            "server authenticated us and listed {} roles",
-            r.into_inner().roles.len()
-        ),
-        Err(status) => println!("server authenticated us as ...: {}", status.message()),
+    let mut auth = AuthServiceClient::new(channel);
+    for role in &identity.roles {
+        let got = auth
+            .get_role(GetByNameRequest { name: role.clone() })
+            .await
+            .with_context(|| format!("GetRole {role} over mTLS"))?
+            .into_inner();
+        let name = got.metadata.map(|m| m.name).unwrap_or_default();
+        println!(
+            "the server authenticated us as {} and let us read our role {name}",
+            identity.username
+        );
     }
 
     bot.stop();
