@@ -1,14 +1,15 @@
 //! End-to-end test harness: starts real processes.
 //!
-//! - [`binaries`]: builds `auth-server`, `tctl` and `tbot` once per test process (`cargo
-//!   build -p auth-server -p tctl-bots -p tbot`, in the profile the tests run in) and finds
-//!   them in the target directory. `MACHINE_ID_BIN_DIR` points at prebuilt binaries instead.
+//! - [`binaries`]: builds `auth-server`, `tctl`, `tbot` and `tsh` once per test process
+//!   (`cargo build -p auth-server -p tctl-bots -p tbot -p tsh`, in the profile the tests run
+//!   in) and finds them in the target directory. `MACHINE_ID_BIN_DIR` points at prebuilt
+//!   binaries instead.
 //!   [`example`] builds and finds an example program of a workspace crate.
 //! - [`AuthServer`]: a real `auth-server start` on `127.0.0.1:0` with a temporary data dir,
 //!   killed when dropped; [`AuthServer::tctl`] runs the real `tctl` against it with the admin
 //!   identity the server wrote; [`AuthServer::stop`] takes it down and
 //!   [`AuthServer::restart_same_addr`] brings it back on the same address and data dir.
-//! - [`run_tbot`] / [`spawn_tbot`]: the real `tbot`.
+//! - [`run_tbot`] / [`spawn_tbot`]: the real `tbot`; [`run_tsh`]: the real `tsh`.
 //!
 //! ```no_run
 //! let auth = machine_id_e2e::AuthServer::start();
@@ -16,6 +17,8 @@
 //! assert!(out.contains("access"));
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod guide;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,6 +36,8 @@ pub struct Binaries {
     pub tctl: PathBuf,
     /// `tbot`.
     pub tbot: PathBuf,
+    /// `tsh`.
+    pub tsh: PathBuf,
 }
 
 /// The workspace root (the parent of this crate).
@@ -43,7 +48,7 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// Builds (once per process) and locates `auth-server` and `tctl`.
+/// Builds (once per process) and locates `auth-server`, `tctl`, `tbot` and `tsh`.
 ///
 /// The test binary lives in `<target>/<profile>/deps/`; the binaries are built into
 /// `<target>/<profile>/` with the same profile.
@@ -59,8 +64,9 @@ pub fn binaries() -> &'static Binaries {
             auth_server: dir.join("auth-server"),
             tctl: dir.join("tctl"),
             tbot: dir.join("tbot"),
+            tsh: dir.join("tsh"),
         };
-        for b in [&bins.auth_server, &bins.tctl, &bins.tbot] {
+        for b in [&bins.auth_server, &bins.tctl, &bins.tbot, &bins.tsh] {
             if !b.exists() {
                 return Err(format!("{} does not exist", b.display()));
             }
@@ -93,69 +99,15 @@ fn profile_dirs() -> Result<(PathBuf, PathBuf, String), String> {
     Ok((profile_dir, target_dir, profile))
 }
 
-/// Builds example `name` of `package` (in the tests' profile) and returns its path.
-pub fn example(package: &str, name: &str) -> PathBuf {
-    let built = (|| {
-        let (profile_dir, target_dir, profile) = profile_dirs()?;
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "-q", "-p", package, "--example", name])
-            .arg("--target-dir")
-            .arg(&target_dir);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = cmd
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build -p {package} --example {name} failed"));
-        }
-        Ok::<_, String>(profile_dir.join("examples").join(name))
-    })();
-    match built {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn build_binaries() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
-    // <target>/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the test binary does not sit in <target>/<profile>/deps")?
-        .to_path_buf();
-    let target_dir = profile_dir
-        .parent()
-        .ok_or("no <target> above <target>/<profile>")?
-        .to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
+/// Runs `cargo build -q ARGS` in the workspace, in the running tests' target dir and
+/// profile; returns `<target>/<profile>`.
+fn cargo_build(args: &[&str]) -> Result<PathBuf, String> {
+    let (profile_dir, target_dir, profile) = profile_dirs()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "auth-server",
-            "-p",
-            "tctl-bots",
-            "-p",
-            "tbot",
-        ])
+        .args(["build", "-q"])
+        .args(args)
         .arg("--target-dir")
         .arg(&target_dir);
     match profile.as_str() {
@@ -171,12 +123,31 @@ fn build_binaries() -> Result<PathBuf, String> {
         .status()
         .map_err(|e| format!("running cargo build: {e}"))?;
     if !status.success() {
-        return Err(
-            "cargo build -p auth-server -p tctl-bots -p tbot failed (set MACHINE_ID_BIN_DIR to use prebuilt binaries)"
-                .into(),
-        );
+        return Err(format!("cargo build {} failed", args.join(" ")));
     }
     Ok(profile_dir)
+}
+
+/// Builds example `name` of `package` (in the tests' profile) and returns its path.
+pub fn example(package: &str, name: &str) -> PathBuf {
+    match cargo_build(&["-p", package, "--example", name]) {
+        Ok(dir) => dir.join("examples").join(name),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build_binaries() -> Result<PathBuf, String> {
+    cargo_build(&[
+        "-p",
+        "auth-server",
+        "-p",
+        "tctl-bots",
+        "-p",
+        "tbot",
+        "-p",
+        "tsh",
+    ])
+    .map_err(|e| format!("{e} (set MACHINE_ID_BIN_DIR to use prebuilt binaries)"))
 }
 
 /// A running `auth-server`, killed on drop.
@@ -407,6 +378,30 @@ pub fn run_tbot<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> 
     Output {
         command: format!(
             "tbot {}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `tsh` with exactly `args`, without the environment variables that would change its
+/// defaults; waits for it to exit.
+pub fn run_tsh<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    let out = Command::new(&binaries().tsh)
+        .args(args)
+        .env_remove("TELEPORT_AUTH_SERVER")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tsh");
+    Output {
+        command: format!(
+            "tsh {}",
             args.iter()
                 .map(|a| a.as_ref().to_string_lossy().into_owned())
                 .collect::<Vec<_>>()

@@ -1,7 +1,8 @@
 //! `auth-server`: the Machine ID auth server daemon, a thin layer over `machine-id-auth`.
 //!
 //! `auth-server start [--config FILE] [--data-dir DIR] [--cluster-name NAME]
-//! [--auth-listen ADDR] [-d] [--log-format text|json]`. Flags override the config file.
+//! [--auth-listen ADDR] [--proxy-listen ADDR] [--proxy-public-addr HOST:PORT] [--no-proxy]
+//! [-d] [--log-format text|json]`. Flags override the config file.
 //! Logs go to stderr; once serving, one line goes to stdout: `auth server ready on ADDR`.
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,17 @@ struct StartArgs {
     /// Address to listen on, ip:port [default: 127.0.0.1:3025].
     #[arg(long, value_name = "ADDR")]
     auth_listen: Option<SocketAddr>,
+    /// A listener of its own for the SSH proxy, ip:port (it always shares the auth port too,
+    /// chosen by ALPN).
+    #[arg(long, value_name = "ADDR")]
+    proxy_listen: Option<SocketAddr>,
+    /// The proxy address clients are told to use (ssh_config, known_hosts), host:port
+    /// [default: the proxy listener's, else the auth listener's address].
+    #[arg(long, value_name = "HOST:PORT")]
+    proxy_public_addr: Option<String>,
+    /// Run without the SSH proxy.
+    #[arg(long, conflicts_with_all = ["proxy_listen", "proxy_public_addr"])]
+    no_proxy: bool,
     /// Debug logging.
     #[arg(short = 'd', long)]
     debug: bool,
@@ -117,7 +129,26 @@ fn resolve(args: &StartArgs) -> Result<AuthConfig> {
     if let Some(suite) = file.auth_service.ca_suite {
         config.suite = suite;
     }
-    config.proxy_public_addr = file.proxy_service.public_addr.clone();
+    config.proxy_enabled = !args.no_proxy && file.proxy_service.enabled != Some(false);
+    config.proxy_listen_addr = pick(
+        "proxy_service.listen_addr",
+        &args.proxy_listen,
+        &file.proxy_service.listen_addr,
+    );
+    config.proxy_public_addr = pick(
+        "proxy_service.public_addr",
+        &args.proxy_public_addr,
+        &file.proxy_service.public_addr,
+    );
+    if let Some(public) = &config.proxy_public_addr
+        && public
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        anyhow::bail!(
+            "proxy public address {public:?} is not host:port; pass e.g. --proxy-public-addr=proxy.example.com:3080"
+        );
+    }
     config.validate()?;
     Ok(config)
 }
@@ -139,6 +170,13 @@ async fn start(args: StartArgs) -> Result<()> {
         admin_identity = %server.admin_identity_dir().display(),
         "auth server listening"
     );
+    if let Some(proxy) = server.proxy_public_addr() {
+        tracing::info!(
+            public_addr = %proxy,
+            listen = %server.proxy_local_addr().map_or_else(|| format!("{} (shared, ALPN)", server.local_addr()), |a| a.to_string()),
+            "SSH proxy listening"
+        );
+    }
     println!("auth server ready on {}", server.local_addr());
 
     let handle = server.shutdown_handle();

@@ -47,6 +47,32 @@ enum Command {
     Configure(StartArgs),
     /// Prepare a destination directory so a reader user can read what the bot user writes.
     Init(InitArgs),
+    /// Connect through the cluster's proxy (ssh_config's ProxyCommand).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// The destination whose certificate (key, tlscert, tlscacerts) authenticates.
+    #[arg(long)]
+    destination_dir: PathBuf,
+    /// The proxy, host:port.
+    #[arg(long)]
+    proxy: String,
+    #[command(subcommand)]
+    protocol: ProxyProtocol,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProxyProtocol {
+    /// Relay stdin/stdout to a node's sshd: `ssh --cluster=NAME USER@HOST:PORT`.
+    Ssh {
+        /// The cluster the node belongs to (its suffix is stripped from HOST).
+        #[arg(long)]
+        cluster: String,
+        /// `user@node.cluster:port`, as ssh's `%r@%h:%p`.
+        target: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -127,7 +153,10 @@ struct InitArgs {
 }
 
 fn init_logging(debug: bool, format: LogFormat) {
-    let default = if debug { "debug" } else { "info" };
+    init_logging_level(if debug { "debug" } else { "info" }, format);
+}
+
+fn init_logging_level(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -246,9 +275,29 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let ProxyProtocol::Ssh { cluster, target } = args.protocol;
+    tracing::debug!(cluster = %cluster, target = %target, "proxy ssh");
+    machine_id_bot::proxy_ssh(
+        &args.destination_dir,
+        &args.proxy,
+        &target,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.debug, cli.log_format);
+    // Under ssh, stderr is the user's terminal: the proxy logs only warnings unless -d.
+    let quiet_proxy = matches!(cli.command, Command::Proxy(_)) && !cli.debug;
+    if quiet_proxy {
+        init_logging_level("warn", cli.log_format);
+    } else {
+        init_logging(cli.debug, cli.log_format);
+    }
     let result = match cli.command {
         Command::Start(args) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -256,6 +305,11 @@ fn main() -> ExitCode {
             .build()
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(start(args))),
+        Command::Proxy(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(proxy(args))),
         Command::Configure(args) => configure(args),
         Command::Init(args) => init(args),
     };

@@ -27,7 +27,13 @@ pub struct AuthConfig {
     pub listen_addr: SocketAddr,
     /// The algorithms of new CAs (used on first start only; later starts keep the stored CAs).
     pub suite: Suite,
-    /// `host:port` of the proxy, returned by Ping; `None` when the cluster has none.
+    /// Whether the SSH proxy runs (on the auth port, chosen by ALPN, and on
+    /// [`Self::proxy_listen_addr`] when set). On by default, as in Teleport.
+    pub proxy_enabled: bool,
+    /// A second listener for the proxy (it always shares the auth port as well).
+    pub proxy_listen_addr: Option<SocketAddr>,
+    /// `host:port` clients use to reach the proxy, returned by Ping. Default, when the proxy
+    /// runs: its own listener's address, else the auth listener's.
     pub proxy_public_addr: Option<String>,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
@@ -57,6 +63,8 @@ impl AuthConfig {
             cluster_name: cluster_name.into(),
             listen_addr,
             suite: Suite::Default,
+            proxy_enabled: true,
+            proxy_listen_addr: None,
             proxy_public_addr: None,
             clock: Arc::new(SystemClock),
             default_cert_ttl: Duration::from_secs(3600),
@@ -129,10 +137,10 @@ pub enum ConfigError {
 ///   cluster_name: example.com
 ///   listen_addr: 127.0.0.1:3025
 ///   ca_suite: default        # or legacy (RSA-2048)
-/// proxy_service:             # reserved: the proxy listener comes later
-///   enabled: false
-///   listen_addr: 0.0.0.0:3080
-///   public_addr: proxy.example.com:3080
+/// proxy_service:             # the SSH proxy; on by default, sharing the auth port (ALPN)
+///   enabled: true
+///   listen_addr: 127.0.0.1:3080          # optional: a listener of its own as well
+///   public_addr: proxy.example.com:3080  # what ssh_config and known_hosts name
 /// ```
 ///
 /// Unknown fields are errors.
@@ -145,7 +153,7 @@ pub struct FileConfig {
     /// The auth service.
     #[serde(default)]
     pub auth_service: AuthServiceConfig,
-    /// The proxy service (reserved).
+    /// The proxy service.
     #[serde(default)]
     pub proxy_service: ProxyServiceConfig,
 }
@@ -168,13 +176,13 @@ pub struct AuthServiceConfig {
     pub ca_suite: Option<Suite>,
 }
 
-/// The `proxy_service` section (reserved for the proxy listener).
+/// The `proxy_service` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyServiceConfig {
-    /// Whether the proxy runs.
+    /// Whether the proxy runs (default: yes).
     #[serde(default)]
-    pub enabled: bool,
+    pub enabled: Option<bool>,
     /// `ip:port` to listen on.
     #[serde(default)]
     pub listen_addr: Option<SocketAddr>,
@@ -217,11 +225,6 @@ impl FileConfig {
         }
         if let Some(name) = &cfg.auth_service.cluster_name {
             validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
-        }
-        if cfg.proxy_service.enabled {
-            tracing::warn!(
-                "proxy_service.enabled is set but the proxy listener is not part of this version; ignoring it"
-            );
         }
         Ok(cfg)
     }

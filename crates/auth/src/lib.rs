@@ -31,6 +31,7 @@ mod config;
 mod core;
 mod error;
 mod files;
+mod proxy;
 pub mod rbac;
 mod server;
 mod service;

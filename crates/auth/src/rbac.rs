@@ -88,6 +88,23 @@ pub fn allowed(is_admin: bool, roles: &[Role], resource: &str, verb: Verb) -> bo
     })
 }
 
+/// Whether an identity holding `roles` may reach a node labelled `labels`: some role's
+/// `allow.node_labels` match (`'*': '*'` matches every node) and no role's `deny.node_labels`
+/// do. The admin reaches every node.
+pub fn node_allowed(
+    is_admin: bool,
+    roles: &[Role],
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    if is_admin {
+        return true;
+    }
+    if roles.iter().any(|r| r.spec.deny.matches_labels(labels)) {
+        return false;
+    }
+    roles.iter().any(|r| r.spec.allow.matches_labels(labels))
+}
+
 /// Checks [`allowed`] for `identity`, with a message naming the user, verb and resource.
 pub fn check(
     identity: &Identity,

@@ -10,7 +10,9 @@ use machine_id_proto::v1::{
     auth_service_server::AuthServiceServer, join_service_server::JoinServiceServer,
 };
 use machine_id_store::{Backend, Op, SqliteBackend, StoreError};
-use machine_id_types::{ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, Identity, default_roles};
+use machine_id_types::{
+    ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, Identity, PROXY_SSH_ALPN, default_roles,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -57,12 +59,19 @@ impl AuthServer {
         let signer = Arc::new(ca_keys.signer()?);
         let ca_pins = vec![CaPin::from_cert_der(signer.tls_ca_cert_der())?];
 
-        let tls = tls::server_config(
+        let mut tls = tls::server_config(
             &signer,
             config.suite,
             config.clock.clone(),
             config.listen_addr,
         )?;
+        if config.proxy_enabled {
+            let mut with_proxy = (*tls).clone();
+            with_proxy
+                .alpn_protocols
+                .push(PROXY_SSH_ALPN.as_bytes().to_vec());
+            tls = Arc::new(with_proxy);
+        }
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|cause| AuthError::Listen {
@@ -73,6 +82,31 @@ impl AuthServer {
             addr: config.listen_addr,
             cause,
         })?;
+        let proxy_listener = match (config.proxy_enabled, config.proxy_listen_addr) {
+            (true, Some(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|cause| AuthError::Listen { addr, cause })?,
+            ),
+            _ => None,
+        };
+        let proxy_local_addr = match &proxy_listener {
+            Some(l) => Some(l.local_addr().map_err(|cause| AuthError::Listen {
+                addr: local_addr,
+                cause,
+            })?),
+            None => None,
+        };
+        let proxy_public_addr = if config.proxy_enabled {
+            Some(
+                config
+                    .proxy_public_addr
+                    .clone()
+                    .unwrap_or_else(|| proxy_local_addr.unwrap_or(local_addr).to_string()),
+            )
+        } else {
+            None
+        };
         let admin_dir = config.data_dir.join(ADMIN_IDENTITY_DIR);
         write_admin_identity(&admin_dir, &signer, config.suite, &config)?;
 
@@ -87,20 +121,33 @@ impl AuthServer {
                 default_token_ttl: config.default_token_ttl,
                 default_host_cert_ttl: config.default_host_cert_ttl,
             },
-            proxy_public_addr: config.proxy_public_addr.clone(),
+            proxy_public_addr: proxy_public_addr.clone(),
             last_event_nanos: Mutex::new(0),
         });
+        let proxy_core = config.proxy_enabled.then(|| core.clone());
         let api = Api { core };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<TlsStream<TcpStream>>>(64);
+        let acceptor = TlsAcceptor::from(tls);
         let accept = tokio::spawn(accept_loop(
             listener,
-            TlsAcceptor::from(tls),
-            conn_tx,
+            acceptor.clone(),
+            conn_tx.clone(),
+            proxy_core.clone(),
             shutdown_rx.clone(),
             config.handshake_timeout,
         ));
+        let proxy_accept = proxy_listener.map(|l| {
+            tokio::spawn(accept_loop(
+                l,
+                acceptor,
+                conn_tx,
+                proxy_core,
+                shutdown_rx.clone(),
+                config.handshake_timeout,
+            ))
+        });
         let mut stop = shutdown_rx;
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
@@ -118,10 +165,15 @@ impl AuthServer {
             cluster = %config.cluster_name,
             first_start,
             data_dir = %config.data_dir.display(),
+            proxy = %proxy_public_addr.as_deref().unwrap_or("disabled"),
+            proxy_listen = %proxy_local_addr.map_or_else(|| "shared with the auth port".to_string(), |a| a.to_string()),
             "auth server started"
         );
         Ok(RunningAuthServer {
             local_addr,
+            proxy_local_addr,
+            proxy_public_addr,
+            proxy_accept,
             cluster_name: config.cluster_name,
             ca_pins,
             admin_dir,
@@ -247,11 +299,13 @@ fn write_admin_identity(
 }
 
 /// Accepts TCP connections until shutdown; each TLS handshake runs in its own task with a
-/// timeout, so a slow or failing client never stalls the loop.
+/// timeout, so a slow or failing client never stalls the loop. A connection that chose ALPN
+/// [`PROXY_SSH_ALPN`] goes to the SSH proxy (when `proxy` is set), every other to gRPC.
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     conns: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+    proxy: Option<Arc<Core>>,
     mut shutdown: watch::Receiver<bool>,
     handshake_timeout: std::time::Duration,
 ) {
@@ -272,9 +326,20 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let conns = conns.clone();
+        let proxy = proxy.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
+                    let session = tls.get_ref().1;
+                    if session.alpn_protocol() == Some(PROXY_SSH_ALPN.as_bytes()) {
+                        if let Some(core) = proxy {
+                            let certs = session
+                                .peer_certificates()
+                                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+                            crate::proxy::serve(core, tls, certs, remote).await;
+                        }
+                        return;
+                    }
                     let _ = conns.send(Ok(tls)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
@@ -306,6 +371,9 @@ pub struct RunningAuthServer {
     ca_pins: Vec<CaPin>,
     admin_dir: PathBuf,
     first_start: bool,
+    proxy_local_addr: Option<SocketAddr>,
+    proxy_public_addr: Option<String>,
+    proxy_accept: Option<JoinHandle<()>>,
     shutdown: ShutdownHandle,
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
@@ -315,6 +383,16 @@ impl RunningAuthServer {
     /// The address it listens on (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The proxy's own listener address, when it has one (else it shares the auth port).
+    pub fn proxy_local_addr(&self) -> Option<SocketAddr> {
+        self.proxy_local_addr
+    }
+
+    /// The proxy address Ping returns (`None`: the proxy is disabled).
+    pub fn proxy_public_addr(&self) -> Option<&str> {
+        self.proxy_public_addr.as_deref()
     }
 
     /// The cluster name.
@@ -358,6 +436,9 @@ impl RunningAuthServer {
         // The serve loop ends on shutdown; make sure the accept loop does too.
         self.shutdown.shutdown();
         let _ = self.accept.await;
+        if let Some(p) = self.proxy_accept {
+            let _ = p.await;
+        }
         served.map_err(|e| AuthError::Internal(format!("gRPC server failed: {e}")))?;
         tracing::info!(addr = %self.local_addr, "auth server stopped");
         Ok(())

@@ -11,6 +11,7 @@
 //! - [`Storage`] keeps the bot's own identity: a locked data directory or memory.
 //! - [`Backoff`]: capped exponential backoff with jitter for retries.
 //! - [`serve_diag`]: `/livez`, `/readyz`, `/metrics`.
+//! - [`proxy_ssh`]: the `ProxyCommand` of the generated `ssh_config` (`tbot proxy ssh`).
 //! - [`BotError`]: every failure, with a message naming cause and fix.
 //!
 //! The join checks the cluster's CA against `sha256:` pins before trusting it (see
@@ -42,6 +43,7 @@ pub mod config;
 mod diag;
 mod error;
 mod identity;
+mod proxy;
 pub mod storage;
 mod tls;
 
@@ -51,6 +53,7 @@ pub use config::{BotConfig, Overrides};
 pub use diag::{metrics_text, serve_diag};
 pub use error::{BotError, Result};
 pub use identity::IssuedIdentity;
+pub use proxy::{proxy_ssh, ssh_target};
 pub use storage::Storage;
 
 #[doc(no_inline)]

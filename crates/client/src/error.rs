@@ -6,6 +6,15 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The SSH proxy refused the connection; `message` is its reason.
+    #[error("the proxy at {addr} refused the connection: {message}")]
+    ProxyRefused {
+        /// The proxy's address.
+        addr: String,
+        /// Why (unknown node, access denied, expired certificate, node down, ...).
+        message: String,
+    },
+
     /// An identity file could not be read.
     #[error(
         "cannot read {path}: {error}; is this an identity directory (key, tlscert, tlscacerts)?"

@@ -9,6 +9,8 @@
 //!   - [`Client::connect_with_cas`]: no client certificate, for joining.
 //! - [`bootstrap_ca_certs`]: CA-pin bootstrap for a first join: fetch the cluster CAs without
 //!   verifying, check each against the `sha256:` pins, then trust only those.
+//! - [`dial_proxy_ssh`]: a relay to a node's sshd through the cluster's SSH proxy (mutual
+//!   TLS, ALPN [`machine_id_types::PROXY_SSH_ALPN`]), what `tbot proxy ssh` joins to ssh.
 //! - [`ClientError`]: what went wrong, in words a person can act on; the server's own
 //!   messages pass through.
 //!
@@ -31,6 +33,7 @@
 mod client;
 mod error;
 mod identity;
+mod proxy;
 mod tls;
 
 pub use client::{
@@ -40,3 +43,4 @@ pub use client::{
 pub use error::{ClientError, Result};
 pub use identity::{ClientIdentity, files};
 pub use machine_id_mint::CaPin;
+pub use proxy::{ProxyStream, dial_proxy_ssh};

@@ -112,7 +112,8 @@ pub struct SshConfigParams<'a> {
     pub destination_dir: &'a Path,
     /// The path of the `tbot` binary (absolute).
     pub tbot_path: &'a Path,
-    /// The cluster's host CA keys; their types pick `HostKeyAlgorithms`.
+    /// The cluster's host CA keys; with any, `HostKeyAlgorithms` lists host certificate
+    /// algorithms only (theirs first).
     pub host_ca_keys: &'a [HostCaKey],
 }
 
@@ -233,9 +234,14 @@ pub fn ssh_config(params: &SshConfigParams<'_>) -> Result<String, DestinationErr
         }
     };
 
+    // Host certificates only: a CA of one key type signs host keys of any type (an Ed25519
+    // host CA signs the ECDSA host keys `tctl auth sign` makes), so every certificate
+    // algorithm is listed, the CAs' own types first. Plain host keys are never accepted.
     let mut algorithms: Vec<&str> = Vec::new();
-    for k in host_ca_keys {
-        for a in k.cert_algorithms().split(',') {
+    if !host_ca_keys.is_empty() {
+        let own = host_ca_keys.iter().map(HostCaKey::cert_algorithms);
+        let all = CERT_ALGORITHMS.iter().map(|(_, c)| *c);
+        for a in own.chain(all).flat_map(|c| c.split(',')) {
             if !a.is_empty() && !algorithms.contains(&a) {
                 algorithms.push(a);
             }
@@ -317,7 +323,7 @@ mod tests {
              \x20   UserKnownHostsFile \"/opt/machine-id/known_hosts\"\n\
              \x20   IdentityFile \"/opt/machine-id/key\"\n\
              \x20   CertificateFile \"/opt/machine-id/sshcert\"\n\
-             \x20   HostKeyAlgorithms ssh-ed25519-cert-v01@openssh.com\n\
+             \x20   HostKeyAlgorithms ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com\n\
              Host *.example.com !proxy.example.com\n\
              \x20   Port 3022\n\
              \x20   ProxyCommand \"/usr/local/bin/tbot\" proxy --destination-dir=/opt/machine-id --proxy=proxy.example.com:3080 ssh --cluster=example.com %r@%h:%p\n\
@@ -326,12 +332,12 @@ mod tests {
     }
 
     #[test]
-    fn host_key_algorithms_follow_the_ca_types_without_duplicates() {
+    fn host_key_algorithms_are_certificates_only_ca_types_first() {
         let k = keys(&[P256, RSA, ED, P256]);
         let out = ssh_config(&params(Path::new("/d"), &k)).expect("renders");
         assert!(
             out.contains(
-                "    HostKeyAlgorithms ecdsa-sha2-nistp256-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519-cert-v01@openssh.com\n"
+                "    HostKeyAlgorithms ecdsa-sha2-nistp256-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com\n"
             ),
             "{out}"
         );

@@ -27,6 +27,10 @@ pub mod event_types {
     pub const ACCESS_DENIED: &str = "access.denied";
     /// A host certificate was signed.
     pub const HOST_CERT: &str = "cert.host";
+    /// The proxy relayed an SSH connection to a node.
+    pub const PROXY_CONNECT: &str = "proxy.connect";
+    /// The proxy refused an SSH connection (unknown node, labels, identity, node down).
+    pub const PROXY_DENIED: &str = "proxy.denied";
 }
 
 /// One audit log entry.

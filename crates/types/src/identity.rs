@@ -53,5 +53,11 @@ impl Identity {
 /// address it dialed (so `127.0.0.1:3025`, a host name and a load balancer all work).
 pub const AUTH_SERVER_NAME: &str = "auth.machine-id.cluster.local";
 
+/// The ALPN protocol that selects the SSH proxy route on the auth server's TLS port (TLS
+/// routing: gRPC is `h2`). After the handshake the client sends one line, the target
+/// `node[.cluster]:port`; the proxy answers `OK` or `ERR <message>` on one line and, after
+/// `OK`, relays raw bytes to the node's sshd both ways.
+pub const PROXY_SSH_ALPN: &str = "teleport-proxy-ssh";
+
 /// Where the auth server writes the admin identity `tctl` uses, under its data dir.
 pub const ADMIN_IDENTITY_DIR: &str = "admin";

@@ -38,7 +38,9 @@ mod user;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{ResourceError, TypesError};
 pub use event::{AuditEvent, event_types};
-pub use identity::{ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, AUTH_SERVER_NAME, Identity};
+pub use identity::{
+    ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, AUTH_SERVER_NAME, Identity, PROXY_SSH_ALPN,
+};
 pub use lock::{Lock, LockSpec, LockTarget};
 pub use node::{Node, NodeSpec};
 pub use resource::{Metadata, Resource, ResourceKind, parse_resources};

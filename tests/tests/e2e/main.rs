@@ -9,6 +9,7 @@ mod join;
 mod nodes_locks_events;
 mod roles;
 mod tokens;
+mod tsh;
 
 /// The cells of each line of a `tctl` table, cut at the columns the dashes line marks.
 pub fn table(text: &str) -> Vec<Vec<String>> {

@@ -6,7 +6,7 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use machine_id_e2e::{AuthServer, Output, run_tbot, spawn_tbot};
 use machine_id_mint::{certs_from_pem, parse_tls_identity};
@@ -23,45 +23,7 @@ const EIGHT: [&str; 8] = [
     "tlscert",
 ];
 
-/// What `tctl bots add` printed: the token and the CA pin.
-struct Join {
-    token: String,
-    pin: String,
-}
-
-fn add_bot(auth: &AuthServer, name: &str, roles: &str) -> Join {
-    let out = auth
-        .tctl(&["bots", "add", name, &format!("--roles={roles}")])
-        .success();
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("The bot token: "))
-        .expect("token line")
-        .trim()
-        .to_string();
-    let pin = out
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("--ca-pin="))
-        .expect("ca pin")
-        .to_string();
-    Join { token, pin }
-}
-
-fn start_args(auth: &AuthServer, join: &Join, data: &Path, dest: &Path) -> Vec<String> {
-    vec![
-        "start".into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--destination-dir".into(),
-        dest.display().to_string(),
-        "--token".into(),
-        join.token.clone(),
-        "--ca-pin".into(),
-        join.pin.clone(),
-        "--auth-server".into(),
-        auth.addr.clone(),
-    ]
-}
+use machine_id_e2e::guide::{BotJoin as Join, add_bot, tbot_start_args as start_args};
 
 fn oneshot(auth: &AuthServer, join: &Join, data: &Path, dest: &Path) -> Output {
     let mut args = start_args(auth, join, data, dest);
@@ -93,14 +55,7 @@ fn run(cmd: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Polls `f` until it holds, for up to `limit`; panics with `what` otherwise.
-fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use machine_id_e2e::guide::wait_until as until;
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -120,8 +75,7 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 }
 
 fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    format!("127.0.0.1:{}", machine_id_e2e::guide::free_port())
 }
 
 fn metric(text: &str, name: &str) -> Option<i64> {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod join;
+mod nodes;
 mod renew;
 mod restart;
 mod support;

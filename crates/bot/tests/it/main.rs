@@ -25,10 +25,23 @@ impl TestServer {
 
     /// A server whose clock the test moves.
     async fn start_with_clock(clock: Arc<FakeClock>) -> Self {
+        Self::start_in("example.com", clock).await
+    }
+
+    /// A server of another cluster.
+    async fn start_with_cluster(cluster: &str) -> Self {
+        Self::start_in(
+            cluster,
+            Arc::new(FakeClock::new(time::OffsetDateTime::now_utc())),
+        )
+        .await
+    }
+
+    async fn start_in(cluster: &str, clock: Arc<FakeClock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = AuthConfig::new(
             dir.path().join("data"),
-            "example.com",
+            cluster,
             "127.0.0.1:0".parse().unwrap(),
         );
         config.clock = clock;
@@ -262,4 +275,103 @@ async fn insecure_join_without_pins_trusts_the_presented_ca() {
         .unwrap();
     bot.renew().await.unwrap();
     assert_eq!(bot.current_identity().unwrap().roles, ["access"]);
+}
+
+/// The client identity in a written set of artifacts.
+fn identity_of(a: &machine_id_destination::Artifacts) -> ClientIdentity {
+    let key = String::from_utf8(a.key.clone()).unwrap();
+    let cert = machine_id_mint::certs_from_pem(std::str::from_utf8(&a.tls_cert).unwrap()).unwrap();
+    let cas =
+        machine_id_mint::certs_from_pem(std::str::from_utf8(&a.tls_ca_certs).unwrap()).unwrap();
+    ClientIdentity::from_parts(&key, cert[0].clone(), cas).unwrap()
+}
+
+/// A stand-in sshd: accepts connections and greets with an SSH banner.
+async fn banner_node() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = s.write_all(b"SSH-2.0-banner\r\n").await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_proxy_relays_for_a_valid_certificate_and_refuses_an_expired_or_foreign_one() {
+    use tokio::io::AsyncBufReadExt as _;
+    let server_clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
+    let s = TestServer::start_with_clock(server_clock.clone()).await;
+    let node_addr = banner_node().await;
+    let mut node = machine_id_types::Node {
+        metadata: machine_id_types::Metadata::named("n1"),
+        spec: machine_id_types::NodeSpec {
+            addr: node_addr,
+            hostname: "node-name".into(),
+        },
+    };
+    node.metadata.labels.insert("env".into(), "dev".into());
+    s.admin.upsert_node(node, true).await.unwrap();
+    let token = s.bot("robot", &["access"]).await;
+    let dest = MemoryDestination::new();
+    let bot = s
+        .builder(&token)
+        .destination(dest.clone(), vec![])
+        .build()
+        .unwrap();
+    bot.renew().await.unwrap();
+    let id = identity_of(&dest.snapshot().unwrap());
+
+    // Valid: the relay reaches the node, by name with the cluster suffix and by id.
+    for target in ["node-name.example.com:3022", "n1:22"] {
+        let mut relay = machine_id_client::dial_proxy_ssh(&s.addr, &id, target)
+            .await
+            .unwrap();
+        let mut banner = String::new();
+        relay.read_line(&mut banner).await.unwrap();
+        assert_eq!(banner, "SSH-2.0-banner\r\n", "{target}");
+    }
+
+    // The server's clock passes the certificate's expiry: refused, with what to do.
+    server_clock.advance(Duration::from_secs(2 * 3600));
+    let e = machine_id_client::dial_proxy_ssh(&s.addr, &id, "node-name:22")
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, machine_id_client::ClientError::ProxyRefused { .. })
+            && msg.contains("expired")
+            && msg.contains("tbot renews"),
+        "{msg}"
+    );
+
+    // A certificate of another cluster is refused at the handshake.
+    let other = TestServer::start_with_cluster("other.example.com").await;
+    let token = other.bot("robot", &["access"]).await;
+    let foreign_dest = MemoryDestination::new();
+    let foreign = other
+        .builder(&token)
+        .destination(foreign_dest.clone(), vec![])
+        .build()
+        .unwrap();
+    foreign.renew().await.unwrap();
+    let mut foreign_id = identity_of(&foreign_dest.snapshot().unwrap());
+    // It trusts our cluster's CA, so only the proxy's judgement of its certificate counts.
+    foreign_id = ClientIdentity::from_parts(
+        std::str::from_utf8(&foreign_dest.snapshot().unwrap().key).unwrap(),
+        foreign_id.cert_der().to_vec(),
+        id.ca_certs().to_vec(),
+    )
+    .unwrap();
+    let e = machine_id_client::dial_proxy_ssh(&s.addr, &foreign_id, "node-name:22")
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, machine_id_client::ClientError::ProxyRefused { .. })
+            && msg.contains("not issued by this cluster"),
+        "{msg}"
+    );
 }

@@ -1,0 +1,78 @@
+//! `tbot proxy ssh`: the `ProxyCommand` of the generated `ssh_config`. It opens a relay to a
+//! node through the cluster's SSH proxy with the destination's certificate and joins it to
+//! the given reader and writer (stdin and stdout under ssh).
+
+use std::path::Path;
+
+use machine_id_client::{ClientIdentity, dial_proxy_ssh};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+
+use crate::{BotError, Result};
+
+/// `user@host:port` → `host:port` (ssh passes `%r@%h:%p`; the proxy needs no user).
+pub fn ssh_target(target: &str) -> &str {
+    target.rsplit_once('@').map_or(target, |(_, host)| host)
+}
+
+/// Relays `input` to the node `target` (`[user@]node[.cluster]:port`) through the proxy at
+/// `proxy_addr`, and the node's bytes to `output`, with the identity in `destination_dir`
+/// (its `key`, `tlscert`, `tlscacerts`). Returns when the node closes the connection; an
+/// end of `input` is passed on as a half-close.
+///
+/// # Errors
+///
+/// The destination cannot be read, the proxy refuses (its reason is in the message), or it
+/// cannot be reached.
+pub async fn proxy_ssh<R, W>(
+    destination_dir: &Path,
+    proxy_addr: &str,
+    target: &str,
+    mut input: R,
+    mut output: W,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let identity = ClientIdentity::load(destination_dir).map_err(|e| {
+        BotError::Config(format!(
+            "cannot use the destination {}: {e}; is tbot writing this destination (tbot start --destination-dir={})?",
+            destination_dir.display(),
+            destination_dir.display()
+        ))
+    })?;
+    let target = ssh_target(target);
+    let stream = dial_proxy_ssh(proxy_addr, &identity, target).await?;
+    tracing::debug!(proxy = proxy_addr, target, "proxy: relaying");
+    let (mut from_node, mut to_node) = tokio::io::split(stream);
+    let upstream = tokio::spawn(async move {
+        let copied = tokio::io::copy(&mut input, &mut to_node).await;
+        // End of input: half-close, so the node sees EOF and can still answer.
+        let _ = to_node.shutdown().await;
+        copied
+    });
+    let down = tokio::io::copy(&mut from_node, &mut output).await;
+    let _ = output.flush().await;
+    upstream.abort();
+    match down {
+        Ok(_) => Ok(()),
+        Err(e) => Err(BotError::Internal(format!(
+            "the relay to {target} through {proxy_addr} broke: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_is_dropped() {
+        assert_eq!(
+            ssh_target("root@node.example.com:3022"),
+            "node.example.com:3022"
+        );
+        assert_eq!(ssh_target("node:22"), "node:22");
+        assert_eq!(ssh_target("a@b@node:22"), "node:22");
+    }
+}

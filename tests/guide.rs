@@ -1,0 +1,186 @@
+//! The guide's moving parts for end-to-end suites: what `tctl bots add` printed, `tbot start`
+//! arguments, and a real OpenSSH node (`sshd` on loopback trusting the cluster's user CA, with
+//! a host certificate from `tctl auth sign`).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::AuthServer;
+
+/// What `tctl bots add` printed: the token and the (first) CA pin.
+#[derive(Debug, Clone)]
+pub struct BotJoin {
+    /// The join token.
+    pub token: String,
+    /// `sha256:<hex>`.
+    pub pin: String,
+}
+
+/// Runs `tctl bots add NAME --roles=ROLES` and reads the token and pin from its output.
+pub fn add_bot(auth: &AuthServer, name: &str, roles: &str) -> BotJoin {
+    let out = auth
+        .tctl(&["bots", "add", name, &format!("--roles={roles}")])
+        .success();
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("The bot token: "))
+        .expect("token line")
+        .trim()
+        .to_string();
+    let pin = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--ca-pin="))
+        .expect("ca pin")
+        .to_string();
+    BotJoin { token, pin }
+}
+
+/// `tbot start --data-dir D --destination-dir DEST --token T --ca-pin P --auth-server A`.
+pub fn tbot_start_args(auth: &AuthServer, join: &BotJoin, data: &Path, dest: &Path) -> Vec<String> {
+    vec![
+        "start".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--destination-dir".into(),
+        dest.display().to_string(),
+        "--token".into(),
+        join.token.clone(),
+        "--ca-pin".into(),
+        join.pin.clone(),
+        "--auth-server".into(),
+        auth.addr.clone(),
+    ]
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` until it holds, for up to `limit`; panics with `what` otherwise.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A real OpenSSH `sshd` on `127.0.0.1`, a node of the cluster: `TrustedUserCAKeys` is the
+/// cluster's user CA (`tctl auth export --type=user`), its host key and certificate come from
+/// `tctl auth sign --host=NAME --format=openssh`. Killed when dropped.
+#[derive(Debug)]
+pub struct Sshd {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    dir: PathBuf,
+}
+
+/// Where `sshd` lives on Debian.
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+impl Sshd {
+    /// Starts a node called `name` whose files live under `dir`.
+    pub fn start(auth: &AuthServer, name: &str, dir: &Path) -> Self {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: apt-get install openssh-server (.ci/run does)"
+        );
+        std::fs::create_dir_all(dir).expect("sshd dir");
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let user_ca = auth.tctl(&["auth", "export", "--type=user"]).success();
+        std::fs::write(dir.join("user_ca.pub"), user_ca).expect("user CA file");
+        let prefix = dir.join("node");
+        auth.tctl(&[
+            "auth",
+            "sign",
+            &format!("--host={name}"),
+            "--format=openssh",
+            &format!("--out={}", prefix.display()),
+        ])
+        .success();
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/node\nHostCertificate {d}/node-cert.pub\n\
+                 TrustedUserCAKeys {d}/user_ca.pub\nAuthorizedKeysFile none\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n\
+                 MaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
+                d = dir.display()
+            ),
+        )
+        .expect("sshd_config");
+        let log = std::fs::File::create(dir.join("sshd.log")).expect("sshd log");
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting sshd");
+        let addr = format!("127.0.0.1:{port}");
+        let mut node = Self {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(&node.addr).is_err() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("sshd exited ({status}):\n{}", node.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sshd did not listen on {}:\n{}",
+                node.addr,
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// sshd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ssh -F CONFIG [extra...] DESTINATION COMMAND...` (stdin closed) with a time limit.
+pub fn ssh(config: &Path, destination: &str, command: &[&str]) -> crate::Output {
+    let mut args: Vec<String> = vec![
+        "30".into(),
+        "ssh".into(),
+        "-F".into(),
+        config.display().to_string(),
+        destination.into(),
+    ];
+    args.extend(command.iter().map(|s| (*s).to_string()));
+    let out = Command::new("timeout")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ssh");
+    crate::Output {
+        command: args[1..].join(" "),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,301 @@
+//! End-to-end suite of SSH access (the guide's steps 2–7): the real `auth-server` with its
+//! proxy on the auth port, the real `tctl` and `tbot`, a real OpenSSH `sshd` node, and the
+//! real `ssh` client going through `tbot proxy ssh` as the generated `ssh_config` says. sshd
+//! and ssh are the judges; the server's audit log is read back with `tctl events ls`.
+#![allow(clippy::unwrap_used, missing_docs)] // tests
+
+use std::path::Path;
+use std::time::Duration;
+
+use machine_id_e2e::guide::{BotJoin, Sshd, add_bot, free_port, ssh, tbot_start_args, wait_until};
+use machine_id_e2e::{AuthServer, run_tbot, spawn_tbot};
+
+fn oneshot(auth: &AuthServer, join: &BotJoin, data: &Path, dest: &Path) {
+    let mut args = tbot_start_args(auth, join, data, dest);
+    args.push("--oneshot".into());
+    run_tbot(&args, &[]).success();
+}
+
+fn principals(dest: &Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(dest.join("sshcert"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("Principals:")
+        .nth(1)
+        .and_then(|r| r.split("Critical Options:").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn events(auth: &AuthServer, kind: &str) -> Vec<serde_json::Value> {
+    let out = auth
+        .tctl(&["events", "ls", &format!("--type={kind}"), "--format=json"])
+        .success();
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
+    auth.tctl(&[
+        "nodes",
+        "add",
+        "--name=node-name",
+        &format!("--addr={}", node.addr),
+        "--labels=env=dev",
+    ])
+    .success();
+
+    // Step 2-4: the bot, then tbot once.
+    let join = add_bot(&auth, "robot", "access");
+    let (data, dest) = (scratch.join("data"), scratch.join("machine-id"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+
+    // Step 7 as typed: `access` allows {{internal.logins}} and the bot has none, so sshd
+    // refuses the certificate.
+    let out = ssh(&config, "root@node-name.example.com", &["echo", "hello"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("Permission denied (publickey)"),
+        "{}\nsshd:\n{}",
+        out.stderr,
+        node.log()
+    );
+    // The proxy let it through (labels allow), so the refusal was sshd's.
+    assert!(!events(&auth, "proxy.connect").is_empty());
+
+    // Now a long-running tbot; then the fix of the guide: add root to the role's logins.
+    let log = scratch.join("tbot.log");
+    let mut tbot = spawn_tbot(&tbot_start_args(&auth, &join, &data, &dest), &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(Duration::from_secs(60), "the first renewal", || {
+        read_log().contains("wrote the output certificates")
+    });
+    let yaml = auth.tctl(&["get", "roles/access"]).success();
+    assert!(yaml.contains("{{internal.logins}}"), "{yaml}");
+    // As a person edits it: one more item under `logins`, indented like the first.
+    let mut edited = String::new();
+    for line in yaml.lines() {
+        edited.push_str(line);
+        edited.push('\n');
+        if line.contains("{{internal.logins}}") && line.trim_start().starts_with("- ") {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            edited.push_str(&format!("{indent}- root\n"));
+        }
+    }
+    assert!(edited.contains("- root"), "could not add root to:\n{yaml}");
+    let file = scratch.join("access.yaml");
+    std::fs::write(&file, edited).unwrap();
+    let e = auth.tctl(&["create", file.to_str().unwrap()]).failure();
+    assert!(e.contains("-f"), "{e}");
+    auth.tctl(&["create", "-f", file.to_str().unwrap()])
+        .success();
+
+    // SIGHUP renews now; the new certificate has root among its principals.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(tbot.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_until(Duration::from_secs(60), "a certificate with root", || {
+        principals(&dest).lines().any(|l| l.trim() == "root")
+    });
+    let out = ssh(
+        &config,
+        "root@node-name.example.com",
+        &["echo", "hello from $(hostname)", "as", "$(whoami)"],
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "{out:?}\nsshd:\n{}\ntbot:\n{}",
+        node.log(),
+        read_log()
+    );
+    let host = std::process::Command::new("hostname").output().unwrap();
+    let host = String::from_utf8_lossy(&host.stdout).trim().to_string();
+    assert_eq!(out.stdout.trim(), format!("hello from {host} as root"));
+    // sshd logged the certificate: key id bot-robot, signed by the user CA.
+    assert!(node.log().contains("ID bot-robot"), "{}", node.log());
+
+    // Half-close and bulk data both ways: what goes in comes back whole.
+    let payload: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let mut child = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["root@node-name.example.com", "sha256sum"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let want = {
+        use std::io::Write as _;
+        let mut c = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(payload.as_bytes())
+            .unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(tbot.wait().unwrap().success());
+}
+
+#[test]
+fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "prod-node", &scratch.join("node"));
+    auth.tctl(&[
+        "nodes",
+        "add",
+        "--name=prod-node",
+        &format!("--addr={}", node.addr),
+        "--labels=env=prod",
+    ])
+    .success();
+    auth.tctl(&[
+        "nodes",
+        "add",
+        "--name=dead-node",
+        &format!("--addr=127.0.0.1:{}", free_port()),
+        "--labels=env=dev",
+    ])
+    .success();
+    let role = scratch.join("dev-only.yaml");
+    std::fs::write(
+        &role,
+        "kind: role\nversion: v5\nmetadata:\n  name: dev-only\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      env: dev\n",
+    )
+    .unwrap();
+    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    let join = add_bot(&auth, "devbot", "dev-only");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+    let before = node.log();
+
+    // Labels: env=prod is not env=dev. The proxy refuses before sshd sees anything.
+    let out = ssh(&config, "root@prod-node.example.com", &["true"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("access denied")
+            && out.stderr.contains("prod-node")
+            && out.stderr.contains("env=prod"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        node.log().len(),
+        before.len(),
+        "sshd saw a connection the proxy should have refused:\n{}",
+        node.log()
+    );
+
+    // An unknown node.
+    let out = ssh(&config, "root@nowhere.example.com", &["true"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("unknown node \"nowhere\""),
+        "{}",
+        out.stderr
+    );
+
+    // A node that is down.
+    let out = ssh(&config, "root@dead-node.example.com", &["true"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+
+    // Each refusal is one line on stderr from tbot, and an audit event on the server.
+    let denied = events(&auth, "proxy.denied");
+    let messages: Vec<String> = denied
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for want in ["prod-node", "nowhere", "dead-node"] {
+        assert!(
+            messages.iter().any(|m| m.contains(want)),
+            "no proxy.denied event for {want}: {messages:?}"
+        );
+    }
+    assert!(
+        denied.iter().all(|e| e["user"] == "bot-devbot"),
+        "{denied:?}"
+    );
+}
+
+#[test]
+fn twenty_parallel_sessions_through_one_proxy() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
+    auth.tctl(&[
+        "nodes",
+        "add",
+        "--name=node-name",
+        &format!("--addr={}", node.addr),
+    ])
+    .success();
+    let role = scratch.join("ops.yaml");
+    std::fs::write(
+        &role,
+        "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n",
+    )
+    .unwrap();
+    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    let join = add_bot(&auth, "robot", "ops");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            std::process::Command::new("timeout")
+                .arg("60")
+                .arg("ssh")
+                .arg("-F")
+                .arg(&config)
+                .arg("root@node-name.example.com")
+                .arg(format!("sleep 1; echo session-{i}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "session {i}: {}\nsshd:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            node.log()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("session-{i}")
+        );
+    }
+    assert!(events(&auth, "proxy.connect").len() >= 20);
+}
