@@ -44,6 +44,7 @@ mod diag;
 mod error;
 mod identity;
 mod proxy;
+pub mod stdio;
 pub mod storage;
 mod tls;
 
