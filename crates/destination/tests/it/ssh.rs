@@ -64,9 +64,11 @@ fn ssh_parses_the_generated_config_with_spaces_in_paths() {
     );
     assert_eq!(value(&node, "port"), ["3022"]);
     assert_eq!(value(&node, "user"), ["root"]);
+    // Host certificates only, of every key type (the CA's own first): an Ed25519 host CA
+    // signs the ECDSA host keys `tctl auth sign` makes.
     assert_eq!(
         value(&node, "hostkeyalgorithms"),
-        ["ssh-ed25519-cert-v01@openssh.com"]
+        ["ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com"]
     );
     assert_eq!(
         value(&node, "proxycommand"),
