@@ -68,7 +68,9 @@ fn ssh_parses_the_generated_config_with_spaces_in_paths() {
     // signs the ECDSA host keys `tctl auth sign` makes.
     assert_eq!(
         value(&node, "hostkeyalgorithms"),
-        ["ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com"]
+        [
+            "ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com"
+        ]
     );
     assert_eq!(
         value(&node, "proxycommand"),
