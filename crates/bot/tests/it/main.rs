@@ -375,3 +375,61 @@ async fn the_proxy_relays_for_a_valid_certificate_and_refuses_an_expired_or_fore
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn a_stuck_proxy_client_stalls_nobody() {
+    use tokio::io::AsyncBufReadExt as _;
+    let s = TestServer::start().await;
+    let node_addr = banner_node().await;
+    let node = machine_id_types::Node {
+        metadata: machine_id_types::Metadata::named("n1"),
+        spec: machine_id_types::NodeSpec {
+            addr: node_addr,
+            hostname: "node-name".into(),
+        },
+    };
+    s.admin.upsert_node(node, true).await.unwrap();
+    let token = s.bot("robot", &["access"]).await;
+    let dest = MemoryDestination::new();
+    let bot = s
+        .builder(&token)
+        .destination(dest.clone(), vec![])
+        .build()
+        .unwrap();
+    bot.renew().await.unwrap();
+    let id = identity_of(&dest.snapshot().unwrap());
+
+    // Ten clients that open TCP connections and never finish a handshake, and ten that
+    // finish it but never name a target.
+    let mut stuck = Vec::new();
+    for _ in 0..10 {
+        stuck.push(tokio::net::TcpStream::connect(&s.addr).await.unwrap());
+    }
+    let mut config = bot.rustls_client_config().unwrap();
+    config.alpn_protocols = vec![machine_id_types::PROXY_SSH_ALPN.as_bytes().to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        let name =
+            rustls_pki_types::ServerName::try_from(machine_id_bot::AUTH_SERVER_NAME).unwrap();
+        silent.push(connector.connect(name, tcp).await.unwrap());
+    }
+
+    // Meanwhile a well-behaved client gets through at once, and the API still answers.
+    let mut relay = tokio::time::timeout(
+        Duration::from_secs(5),
+        machine_id_client::dial_proxy_ssh(&s.addr, &id, "node-name:22"),
+    )
+    .await
+    .expect("the proxy stalled behind stuck clients")
+    .unwrap();
+    let mut banner = String::new();
+    relay.read_line(&mut banner).await.unwrap();
+    assert_eq!(banner, "SSH-2.0-banner\r\n");
+    tokio::time::timeout(Duration::from_secs(5), s.admin.ping())
+        .await
+        .expect("the API stalled behind stuck clients")
+        .unwrap();
+    drop((stuck, silent));
+}
