@@ -282,8 +282,8 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         &args.destination_dir,
         &args.proxy,
         &target,
-        machine_id_bot::stdio::stdin(),
-        machine_id_bot::stdio::stdout(),
+        tokio::io::stdin(),
+        tokio::io::stdout(),
     )
     .await?;
     Ok(())

@@ -44,7 +44,6 @@ mod diag;
 mod error;
 mod identity;
 mod proxy;
-pub mod stdio;
 pub mod storage;
 mod tls;
 

@@ -114,13 +114,7 @@ pub async fn bootstrap_ca_certs(addr: &str, pins: &[CaPin]) -> Result<Vec<Vec<u8
     if pins.is_empty() {
         return Err(ClientError::NoPins);
     }
-    let channel = tls::channel(addr, tls::unverified_config()?).await?;
-    let cas = AuthServiceClient::new(channel)
-        .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
-        .await
-        .map_err(|s| ClientError::from_status(s, addr))?
-        .into_inner()
-        .tls_ca_certs;
+    let cas = fetch_cas_unverified(addr).await?;
     check_pins(addr, &cas, pins, OffsetDateTime::now_utc())?;
     tracing::debug!(addr, cas = cas.len(), "cluster CAs match the CA pins");
     Ok(cas)
@@ -130,13 +124,7 @@ pub async fn bootstrap_ca_certs(addr: &str, pins: &[CaPin]) -> Result<Vec<Vec<u8
 /// the server: whoever answers on that address is trusted. Only for `tbot --insecure` on a
 /// test cluster; everything else uses [`bootstrap_ca_certs`] with pins.
 pub async fn fetch_ca_certs_unverified(addr: &str) -> Result<Vec<Vec<u8>>> {
-    let channel = tls::channel(addr, tls::unverified_config()?).await?;
-    let cas = AuthServiceClient::new(channel)
-        .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
-        .await
-        .map_err(|s| ClientError::from_status(s, addr))?
-        .into_inner()
-        .tls_ca_certs;
+    let cas = fetch_cas_unverified(addr).await?;
     if cas.is_empty() {
         return Err(ClientError::BadCertificate {
             what: format!("cluster CAs from {addr}"),
@@ -149,6 +137,18 @@ pub async fn fetch_ca_certs_unverified(addr: &str) -> Result<Vec<Vec<u8>>> {
         "trusting the cluster CAs the server presented without a pin"
     );
     Ok(cas)
+}
+
+/// The one unauthenticated call, over TLS that verifies nothing: what it returns must be
+/// checked (pins) or explicitly trusted (`--insecure`) before use.
+async fn fetch_cas_unverified(addr: &str) -> Result<Vec<Vec<u8>>> {
+    let channel = tls::channel(addr, tls::unverified_config()?).await?;
+    Ok(AuthServiceClient::new(channel)
+        .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
+        .await
+        .map_err(|s| ClientError::from_status(s, addr))?
+        .into_inner()
+        .tls_ca_certs)
 }
 
 /// Checks every CA against the pins and its validity at `now`.
