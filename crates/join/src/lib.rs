@@ -22,6 +22,7 @@
 use machine_id_types::JoinMethod;
 use thiserror::Error;
 
+pub mod iam;
 pub mod token;
 
 /// Why a join was refused. Messages say what to do.
