@@ -2,7 +2,7 @@
 //!
 //! `auth-server start [--config FILE] [--data-dir DIR] [--cluster-name NAME]
 //! [--auth-listen ADDR] [--proxy-listen ADDR] [--proxy-public-addr HOST:PORT] [--no-proxy]
-//! [-d] [--log-format text|json]`. Flags override the config file.
+//! [--extra-sts-endpoint URL ...] [-d] [--log-format text|json]`. Flags override the config file.
 //! Logs go to stderr; once serving, one line goes to stdout: `auth server ready on ADDR`.
 #![forbid(unsafe_code)]
 
@@ -12,7 +12,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use machine_id_auth::{AuthConfig, AuthServer, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig};
+use machine_id_auth::{
+    AuthConfig, AuthServer, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig, StsEndpoint,
+};
+
+fn parse_sts_endpoint(s: &str) -> Result<StsEndpoint, String> {
+    StsEndpoint::parse(s).map_err(|e| e.to_string())
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "auth-server", version, about = "Machine ID auth server")]
@@ -58,6 +64,11 @@ struct StartArgs {
     /// Run without the SSH proxy.
     #[arg(long, conflicts_with_all = ["proxy_listen", "proxy_public_addr"])]
     no_proxy: bool,
+    /// An STS endpoint the iam join method may use besides the real AWS ones, with its
+    /// scheme (https://sts.internal.example.com, or http://127.0.0.1:5000 for tests);
+    /// repeatable, added to join_service.extra_sts_endpoints of the config file.
+    #[arg(long = "extra-sts-endpoint", value_name = "URL", value_parser = parse_sts_endpoint)]
+    extra_sts_endpoints: Vec<StsEndpoint>,
     /// Debug logging.
     #[arg(short = 'd', long)]
     debug: bool,
@@ -149,6 +160,14 @@ fn resolve(args: &StartArgs) -> Result<AuthConfig> {
             "proxy public address {public:?} is not host:port; pass e.g. --proxy-public-addr=proxy.example.com:3080"
         );
     }
+    // FileConfig::parse checked every URL already.
+    config.extra_sts_endpoints = file
+        .join_service
+        .extra_sts_endpoints
+        .iter()
+        .filter_map(|u| StsEndpoint::parse(u).ok())
+        .chain(args.extra_sts_endpoints.iter().cloned())
+        .collect();
     config.validate()?;
     Ok(config)
 }

@@ -89,11 +89,14 @@ struct StartArgs {
     #[arg(long)]
     destination_dir: Option<PathBuf>,
 
-    /// The join token, or a path to a file holding it.
+    /// The join token, or a path to a file holding it; for --join-method=iam, the iam
+    /// token's name (no secret).
     #[arg(long, env = "TELEPORT_BOT_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
-    /// How to join: token or iam.
+    /// How to join: token (single-use secret, then renewals) or iam (a signed AWS
+    /// sts:GetCallerIdentity request from the credentials of this machine; every renewal
+    /// joins again).
     #[arg(long, value_parser = parse_join_method)]
     join_method: Option<machine_id_bot::config::JoinMethod>,
 

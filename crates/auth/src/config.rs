@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use machine_id_join::iam::StsEndpoint;
 use machine_id_mint::Suite;
 use machine_id_types::{Clock, SystemClock};
 use serde::Deserialize;
@@ -49,6 +50,11 @@ pub struct AuthConfig {
     pub default_host_cert_ttl: Duration,
     /// How long a TLS handshake may take before the connection is dropped (10s).
     pub handshake_timeout: Duration,
+    /// STS endpoints an `iam` join may name besides the real AWS ones (private endpoints,
+    /// tests); the server only ever sends to the allow-list, never to a host a client chose.
+    pub extra_sts_endpoints: Vec<StsEndpoint>,
+    /// How long STS may take to answer one forwarded `GetCallerIdentity` (10s).
+    pub sts_timeout: Duration,
 }
 
 impl AuthConfig {
@@ -73,6 +79,8 @@ impl AuthConfig {
             admin_cert_ttl: Duration::from_secs(365 * 24 * 3600),
             default_host_cert_ttl: Duration::from_secs(12 * 3600),
             handshake_timeout: Duration::from_secs(10),
+            extra_sts_endpoints: Vec::new(),
+            sts_timeout: Duration::from_secs(10),
         }
     }
 
@@ -141,6 +149,9 @@ pub enum ConfigError {
 ///   enabled: true
 ///   listen_addr: 127.0.0.1:3080          # optional: a listener of its own as well
 ///   public_addr: proxy.example.com:3080  # what ssh_config and known_hosts name
+/// join_service:              # the iam join method
+///   extra_sts_endpoints:     # besides the real AWS STS endpoints (global, regional, FIPS)
+///   - https://sts.internal.example.com
 /// ```
 ///
 /// Unknown fields are errors.
@@ -156,6 +167,19 @@ pub struct FileConfig {
     /// The proxy service.
     #[serde(default)]
     pub proxy_service: ProxyServiceConfig,
+    /// The join service (iam method settings).
+    #[serde(default)]
+    pub join_service: JoinServiceConfig,
+}
+
+/// The `join_service` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinServiceConfig {
+    /// STS endpoint URLs (`https://host[:port]`, or `http://` for tests) allowed besides the
+    /// real AWS ones.
+    #[serde(default)]
+    pub extra_sts_endpoints: Vec<String>,
 }
 
 /// The `auth_service` section.
@@ -226,6 +250,14 @@ impl FileConfig {
         if let Some(name) = &cfg.auth_service.cluster_name {
             validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
         }
+        for (i, url) in cfg.join_service.extra_sts_endpoints.iter().enumerate() {
+            StsEndpoint::parse(url).map_err(|e| {
+                invalid(
+                    &format!("join_service.extra_sts_endpoints[{i}]"),
+                    e.to_string(),
+                )
+            })?;
+        }
         Ok(cfg)
     }
 }
@@ -292,5 +324,16 @@ mod tests {
 
         let e = FileConfig::parse("auth_service:\n  cluster_name: 'a b'\n", "f.yaml").unwrap_err();
         assert!(e.to_string().contains("auth_service.cluster_name"), "{e}");
+
+        let e = FileConfig::parse(
+            "join_service:\n  extra_sts_endpoints: ['https://sts.example.com', 'ftp://x']\n",
+            "f.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("join_service.extra_sts_endpoints[1]"),
+            "{e}"
+        );
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct Core {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub proxy_public_addr: Option<String>,
+    /// The iam join method's allow-list, STS client and challenges.
+    pub iam: crate::join_iam::IamJoin,
     /// The last event key timestamp handed out, so events of one process sort in the order
     /// they were written even when the clock stands still (tests) or steps back.
     pub last_event_nanos: Mutex<i128>,
@@ -85,7 +87,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// `now + d` in whole seconds (certificates hold no fractions), saturating far in the future
 /// instead of overflowing.
-fn add(now: OffsetDateTime, d: Duration) -> OffsetDateTime {
+pub(crate) fn add(now: OffsetDateTime, d: Duration) -> OffsetDateTime {
     let t = now
         .checked_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
         .unwrap_or(OffsetDateTime::new_utc(
@@ -223,7 +225,7 @@ impl Core {
     }
 
     /// The stored roles among `names`; unknown names are skipped.
-    async fn stored_roles(&self, names: &[String]) -> Result<Vec<Role>> {
+    pub(crate) async fn stored_roles(&self, names: &[String]) -> Result<Vec<Role>> {
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             if n.starts_with('@') || state::check_key_name("role", n).is_err() {
@@ -237,7 +239,7 @@ impl Core {
     }
 
     /// The first lock in force at `now` on `user` or one of `roles`.
-    async fn lock_for(
+    pub(crate) async fn lock_for(
         &self,
         user: &str,
         roles: &[String],
@@ -330,7 +332,7 @@ impl Core {
 
     // ---------------------------------------------------------------- certificates
 
-    fn ttl(&self, requested_secs: u64, max: Duration) -> Duration {
+    pub(crate) fn ttl(&self, requested_secs: u64, max: Duration) -> Duration {
         let d = if requested_secs == 0 {
             self.limits.default_cert_ttl
         } else {
@@ -339,7 +341,7 @@ impl Core {
         d.min(max)
     }
 
-    fn subject_key(der: &[u8]) -> Result<PublicKey> {
+    pub(crate) fn subject_key(der: &[u8]) -> Result<PublicKey> {
         if der.is_empty() {
             return Err(AuthError::InvalidArgument(
                 "public_key is empty; send the DER SubjectPublicKeyInfo of the key to certify"
@@ -354,7 +356,7 @@ impl Core {
     }
 
     /// Mints the SSH and X.509 certificates of `identity` for `subject`.
-    fn issue(&self, subject: &PublicKey, identity: &Identity) -> Result<v1::Certs> {
+    pub(crate) fn issue(&self, subject: &PublicKey, identity: &Identity) -> Result<v1::Certs> {
         let now = self.clock.now();
         let ssh_cert = self.signer.sign_user_ssh_cert(subject, identity, now)?;
         let tls_cert = self.signer.sign_user_tls_cert(subject, identity, now)?;
@@ -1652,7 +1654,7 @@ impl Core {
     }
 }
 
-fn lock_message(user: &str, lock: &Lock) -> String {
+pub(crate) fn lock_message(user: &str, lock: &Lock) -> String {
     let why = if lock.spec.message.is_empty() {
         "no reason given".to_string()
     } else {

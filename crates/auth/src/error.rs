@@ -36,6 +36,10 @@ pub enum AuthError {
     /// bot uses). gRPC `FAILED_PRECONDITION`.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A service the server depends on (AWS STS) failed or did not answer in time; retrying
+    /// later may succeed. gRPC `UNAVAILABLE`.
+    #[error("{0}")]
+    Unavailable(String),
     /// A concurrent change won a compare-and-swap; retrying may succeed. gRPC `ABORTED`.
     #[error("{0}")]
     Retryable(String),
@@ -107,6 +111,7 @@ impl AuthError {
                 Code::FailedPrecondition
             }
             Self::Retryable(_) => Code::Aborted,
+            Self::Unavailable(_) => Code::Unavailable,
             Self::Store(StoreError::Conflict { .. }) => Code::Aborted,
             Self::Store(StoreError::NotFound { .. }) => Code::NotFound,
             Self::Store(StoreError::AlreadyExists { .. }) => Code::AlreadyExists,
@@ -120,6 +125,9 @@ impl AuthError {
     }
 }
 
+/// The status metadata key that marks an error of a service behind the auth server.
+pub const UPSTREAM_METADATA: &str = "x-machine-id-upstream";
+
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         let code = e.code();
@@ -132,7 +140,15 @@ impl From<AuthError> for Status {
         if code == Code::Internal || code == Code::Unavailable {
             tracing::error!(error = %e, "call failed on the server side");
         }
-        Status::new(code, message)
+        let mut status = Status::new(code, message);
+        if matches!(e, AuthError::Unavailable(_)) {
+            // Tells clients the auth server answered and a service behind it failed, so they
+            // do not report the auth server itself as unreachable.
+            status
+                .metadata_mut()
+                .insert(UPSTREAM_METADATA, tonic::metadata::MetadataValue::from_static("sts"));
+        }
+        status
     }
 }
 

@@ -31,6 +31,7 @@ mod config;
 mod core;
 mod error;
 mod files;
+mod join_iam;
 mod proxy;
 pub mod rbac;
 mod server;
@@ -40,8 +41,9 @@ mod tls;
 
 pub use config::{
     AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
-    ProxyServiceConfig,
+    JoinServiceConfig, ProxyServiceConfig,
 };
+pub use machine_id_join::iam::StsEndpoint;
 pub use error::AuthError;
 pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
 pub use server::{AuthServer, BACKEND_FILE, RunningAuthServer, ShutdownHandle};

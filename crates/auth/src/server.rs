@@ -122,6 +122,12 @@ impl AuthServer {
                 default_host_cert_ttl: config.default_host_cert_ttl,
             },
             proxy_public_addr: proxy_public_addr.clone(),
+            iam: crate::join_iam::IamJoin {
+                allow: machine_id_join::iam::StsAllowList::aws_default()
+                    .with_extra(config.extra_sts_endpoints.iter().cloned()),
+                sts: machine_id_join::iam::StsClient::new(config.sts_timeout),
+                challenges: machine_id_join::iam::ChallengeLedger::new(),
+            },
             last_event_nanos: Mutex::new(0),
         });
         let proxy_core = config.proxy_enabled.then(|| core.clone());

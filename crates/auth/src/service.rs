@@ -55,6 +55,53 @@ impl JoinService for Api {
             .register_using_token(req.into_inner(), remote)
             .await?)
     }
+
+    type RegisterUsingIAMMethodStream =
+        tokio_stream::wrappers::ReceiverStream<Result<v1::RegisterUsingIamMethodResponse, Status>>;
+
+    async fn register_using_iam_method(
+        &self,
+        req: Request<tonic::Streaming<v1::RegisterUsingIamMethodRequest>>,
+    ) -> R<Self::RegisterUsingIAMMethodStream> {
+        use v1::register_using_iam_method_response::Response as Msg;
+        let remote = req.remote_addr();
+        let mut inbound = req.into_inner();
+        let challenge = self.core.iam_challenge()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let send = |m: Result<Msg, Status>| {
+                tx.send(m.map(|response| v1::RegisterUsingIamMethodResponse {
+                    response: Some(response),
+                }))
+            };
+            if send(Ok(Msg::Challenge(challenge.as_str().to_string())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // One attempt per challenge: the first message is the only one read. A client
+            // that never answers is cut off when the challenge would have expired anyway.
+            let first = tokio::time::timeout(machine_id_join::iam::CHALLENGE_TTL, inbound.message());
+            let reply = match first.await {
+                Err(_) => Err(invalid(
+                    "no signed request arrived within the challenge's lifetime (1 minute); retry the join",
+                )),
+                Ok(Err(status)) => Err(status),
+                Ok(Ok(None)) => Err(invalid(
+                    "the client closed the stream without sending the signed sts:GetCallerIdentity request",
+                )),
+                Ok(Ok(Some(msg))) => core
+                    .register_using_iam(&challenge, msg, remote)
+                    .await
+                    .map(Msg::Certs)
+                    .map_err(Status::from),
+            };
+            let _ = send(reply).await;
+        });
+        ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
 }
 
 #[tonic::async_trait]

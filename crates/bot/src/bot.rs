@@ -12,9 +12,10 @@ use machine_id_destination::{
     Artifacts, Destination, DirectoryDestination, HostCaKey, MemoryDestination, SshConfigParams,
     SymlinkPolicy, known_hosts, ssh_config,
 };
+use machine_id_join::iam::{self, AwsEnv};
 use machine_id_join::token::TokenSecret;
 use machine_id_mint::{PrivateKey, Suite, certs_from_pem};
-use machine_id_types::{Clock, Identity, SystemClock};
+use machine_id_types::{Clock, Identity, JoinMethod, SystemClock};
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -61,12 +62,15 @@ pub struct BotBuilder {
     outputs: Vec<Output>,
     clock: Arc<dyn Clock>,
     tbot_path: Option<PathBuf>,
+    join_method: JoinMethod,
+    aws_env: Option<AwsEnv>,
 }
 
 impl std::fmt::Debug for BotBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BotBuilder")
             .field("auth_server", &self.auth_server)
+            .field("join_method", &self.join_method)
             .field("outputs", &self.outputs.len())
             .finish_non_exhaustive()
     }
@@ -87,6 +91,8 @@ impl Default for BotBuilder {
             outputs: Vec::new(),
             clock: Arc::new(SystemClock),
             tbot_path: None,
+            join_method: JoinMethod::Token,
+            aws_env: None,
         }
     }
 }
@@ -101,12 +107,17 @@ impl BotBuilder {
             .renewal_interval(config.renewal_interval())
             .oneshot(config.oneshot)
             .insecure(config.insecure)
-            .ca_pins(config.onboarding.ca_pins.clone());
+            .ca_pins(config.onboarding.ca_pins.clone())
+            .join_method(config.onboarding.join_method);
         if let Some(a) = &config.auth_server {
             b = b.auth_server(a);
         }
         if let Some(t) = &config.onboarding.token {
-            b.token = Some(resolve_token(t)?);
+            b.token = Some(match config.onboarding.join_method {
+                // An iam token's name is no secret and never a file.
+                JoinMethod::Iam => TokenSecret::new(t),
+                JoinMethod::Token => resolve_token(t)?,
+            });
         }
         if let Some(p) = &config.onboarding.ca_path {
             b = b.ca_path(p);
@@ -237,6 +248,21 @@ impl BotBuilder {
         self
     }
 
+    /// How the bot joins: `token` (default; a single-use secret, then renewals) or `iam` (a
+    /// signed `sts:GetCallerIdentity` request; every renewal is a fresh join with the same
+    /// token name).
+    pub fn join_method(mut self, method: JoinMethod) -> Self {
+        self.join_method = method;
+        self
+    }
+
+    /// Where the `iam` method reads AWS credentials, region and endpoint settings from
+    /// (default: the process environment and home directory at each join).
+    pub fn aws_env(mut self, env: AwsEnv) -> Self {
+        self.aws_env = Some(env);
+        self
+    }
+
     /// Checks the settings and builds the bot (nothing is dialed yet).
     pub fn build(self) -> Result<Bot> {
         let auth_server = self.auth_server.filter(|a| !a.is_empty()).ok_or_else(|| {
@@ -274,6 +300,8 @@ impl BotBuilder {
                 outputs: self.outputs,
                 clock: self.clock,
                 tbot_path,
+                join_method: self.join_method,
+                aws_env: self.aws_env,
                 state: RwLock::default(),
                 metrics: Metrics::default(),
                 renew_now: Notify::new(),
@@ -332,6 +360,8 @@ struct Inner {
     outputs: Vec<Output>,
     clock: Arc<dyn Clock>,
     tbot_path: PathBuf,
+    join_method: JoinMethod,
+    aws_env: Option<AwsEnv>,
     state: RwLock<State>,
     metrics: Metrics,
     renew_now: Notify,
@@ -623,6 +653,8 @@ impl Bot {
         };
         let now = inner.clock.now();
         let new = match current {
+            // IAM certificates are not renewable: every renewal is a fresh join.
+            _ if inner.join_method == JoinMethod::Iam => self.join().await?,
             Some(cur) if cur.identity.expires > now => {
                 let renewed = self.renew_with(&cur).await?;
                 tracing::info!(
@@ -755,14 +787,34 @@ impl Bot {
         let cas = self.join_cas().await?;
         let client = Client::connect_with_cas(&inner.auth_server, &cas).await?;
         let key = new_key()?;
-        let certs = client
-            .register_using_token(
-                token,
-                &key.public_key().to_spki_der(),
-                inner.certificate_ttl,
-            )
-            .await
-            .map_err(|e| match e {
+        let spki = key.public_key().to_spki_der();
+        let certs = match inner.join_method {
+            JoinMethod::Token => {
+                client
+                    .register_using_token(token, &spki, inner.certificate_ttl)
+                    .await
+            }
+            JoinMethod::Iam => {
+                // Credentials first: a machine without any fails here, before the server
+                // spends a challenge on it.
+                let env = inner.aws_env.clone().unwrap_or_else(AwsEnv::from_process);
+                let (creds, source) = iam::load_credentials(&env).await.map_err(BotError::Aws)?;
+                let target = iam::resolve_sts_target(&env);
+                tracing::debug!(source = ?source, sts = %target.url, region = %target.region, "signing sts:GetCallerIdentity");
+                client
+                    .register_using_iam(token.expose(), &spki, inner.certificate_ttl, |challenge| {
+                        let signed = iam::sign_identity_request(
+                            &creds,
+                            &target,
+                            &challenge,
+                            std::time::SystemTime::now(),
+                        );
+                        std::future::ready(signed)
+                    })
+                    .await
+            }
+        }
+        .map_err(|e| match e {
                 ClientError::NotFound(m)
                 | ClientError::PermissionDenied(m)
                 | ClientError::InvalidArgument(m)

@@ -391,12 +391,6 @@ impl BotConfig {
                 "auth server {auth:?} has no port; expected host:port, e.g. auth.example.com:3025"
             )));
         }
-        if self.onboarding.join_method != JoinMethod::Token {
-            return Err(BotError::Config(format!(
-                "join method {} is not supported by this tbot yet; use --join-method=token",
-                self.onboarding.join_method
-            )));
-        }
         if self.certificate_ttl().is_zero() || self.renewal_interval().is_zero() {
             return Err(BotError::Config(
                 "certificate_ttl and renewal_interval must be longer than zero".into(),

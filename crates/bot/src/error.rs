@@ -65,6 +65,11 @@ pub enum BotError {
     #[error("joining the cluster failed: {0}")]
     JoinRefused(String),
 
+    /// The bot cannot build its AWS proof for an `iam` join: no credentials found, or the
+    /// credentials service failed.
+    #[error("cannot prove the AWS identity for the iam join: {0}")]
+    Aws(machine_id_join::iam::IamError),
+
     /// The server refuses this bot: locked or deleted.
     #[error("the auth server refuses this bot: {0}")]
     Refused(String),
@@ -130,6 +135,9 @@ impl BotError {
                     | DestinationError::Io { .. }
             ),
             Self::DataDir { .. } => true,
+            // A metadata service that hiccuped may answer next time; missing credentials
+            // need a person.
+            Self::Aws(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -1,6 +1,7 @@
 use crate::error::{ClientError, Result};
 use crate::identity::{ClientIdentity, cert_facts};
 use crate::tls;
+use machine_id_join::iam::IamError;
 use machine_id_join::token::TokenSecret;
 use machine_id_mint::CaPin;
 use machine_id_proto::v1;
@@ -295,6 +296,61 @@ impl Client {
             .await
             .map_err(|s| self.status(s))?;
         Ok(r.into_inner().into())
+    }
+
+    /// Joins with the `iam` method: opens the stream, hands the server's challenge to `sign`,
+    /// which returns the serialized, SigV4-signed `sts:GetCallerIdentity` request carrying it
+    /// (see [`machine_id_join::iam::sign_identity_request`]), sends that with the token name
+    /// and `public_key_der`, and returns the (not renewable) certificates.
+    pub async fn register_using_iam<F, Fut>(
+        &self,
+        token: &str,
+        public_key_der: &[u8],
+        ttl: Duration,
+        sign: F,
+    ) -> Result<Certs>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Vec<u8>, IamError>>,
+    {
+        use v1::register_using_iam_method_response::Response as Msg;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut inbound = self
+            .join
+            .clone()
+            .register_using_iam_method(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        let unexpected = |what: &str| -> ClientError {
+            ClientError::Convert(machine_id_proto::ConvertError {
+                what: "iam join stream",
+                message: what.to_string(),
+            })
+        };
+        let challenge = match inbound.message().await.map_err(|s| self.status(s))? {
+            Some(v1::RegisterUsingIamMethodResponse {
+                response: Some(Msg::Challenge(c)),
+            }) => c,
+            Some(_) => return Err(unexpected("sent something else than a challenge first")),
+            None => return Err(unexpected("ended before the challenge")),
+        };
+        let sts_identity_request = sign(challenge).await.map_err(ClientError::IamProof)?;
+        tx.send(v1::RegisterUsingIamMethodRequest {
+            token: token.to_string(),
+            public_key: public_key_der.to_vec(),
+            ttl_seconds: secs(ttl),
+            sts_identity_request,
+        })
+        .await
+        .map_err(|_| unexpected("was closed by the server before the signed request"))?;
+        match inbound.message().await.map_err(|s| self.status(s))? {
+            Some(v1::RegisterUsingIamMethodResponse {
+                response: Some(Msg::Certs(c)),
+            }) => Ok(c.into()),
+            Some(_) => Err(unexpected("sent something else than certificates")),
+            None => Err(unexpected("ended without certificates")),
+        }
     }
 
     /// Renews the caller's own identity (`role_requests` empty) or gets role-impersonated

@@ -148,6 +148,18 @@ pub enum ClientError {
     /// The request was refused as malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The auth server answered, but a service it depends on (AWS STS, for an `iam` join)
+    /// failed or did not answer in time; retrying later may succeed.
+    #[error("the auth server could not reach {service}: {message}")]
+    Upstream {
+        /// The service (`sts`).
+        service: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The bot could not build its AWS proof for an `iam` join (no credentials, bad endpoint).
+    #[error("cannot prove the AWS identity: {0}")]
+    IamProof(machine_id_join::iam::IamError),
     /// A concurrent change won; the call may be retried.
     #[error("{0} (a concurrent change won; retry)")]
     Aborted(String),
@@ -175,7 +187,10 @@ impl ClientError {
     /// Whether retrying the same call may succeed (a lost compare-and-swap race or a server
     /// that cannot be reached right now).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Aborted(_) | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Aborted(_) | Self::Unavailable { .. } | Self::Upstream { .. }
+        )
     }
 
     /// Whether the server said the resource does not exist.
@@ -192,6 +207,16 @@ impl ClientError {
     pub(crate) fn from_status(status: tonic::Status, addr: &str) -> Self {
         use tonic::Code;
         let message = status.message().to_string();
+        if let Some(service) = status
+            .metadata()
+            .get("x-machine-id-upstream")
+            .and_then(|v| v.to_str().ok())
+        {
+            return Self::Upstream {
+                service: service.to_string(),
+                message,
+            };
+        }
         match status.code() {
             Code::NotFound => Self::NotFound(message),
             Code::AlreadyExists => Self::AlreadyExists(message),

@@ -173,6 +173,38 @@ pub struct Certs {
     pub ssh_ca_keys: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegisterUsingIamMethodRequest {
+    /// The iam token's name.
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+    /// The key to certify: DER SubjectPublicKeyInfo.
+    #[prost(bytes = "vec", tag = "2")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// Requested lifetime; 0 means the default (1h); capped by the server.
+    #[prost(uint64, tag = "3")]
+    pub ttl_seconds: u64,
+    /// The serialized HTTP/1.1 sts:GetCallerIdentity request, signed with SigV4.
+    #[prost(bytes = "vec", tag = "4")]
+    pub sts_identity_request: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegisterUsingIamMethodResponse {
+    #[prost(oneof = "register_using_iam_method_response::Response", tags = "1, 2")]
+    pub response: ::core::option::Option<register_using_iam_method_response::Response>,
+}
+/// Nested message and enum types in `RegisterUsingIAMMethodResponse`.
+pub mod register_using_iam_method_response {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Response {
+        /// First message: the challenge to sign (32 random bytes, base64 without padding).
+        #[prost(string, tag = "1")]
+        Challenge(::prost::alloc::string::String),
+        /// Last message: the certificates.
+        #[prost(message, tag = "2")]
+        Certs(super::Certs),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RegisterUsingTokenRequest {
     /// The token (its name).
     #[prost(string, tag = "1")]
@@ -491,6 +523,40 @@ pub mod join_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Joins with a signed sts:GetCallerIdentity request (the iam method): the server sends a
+        /// challenge first, the client answers with one request carrying the signed HTTP request
+        /// with the challenge in its X-Teleport-Challenge header, and the server answers with the
+        /// certificates (not renewable). One attempt per stream; the challenge lives one minute.
+        pub async fn register_using_iam_method(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<
+                Message = super::RegisterUsingIamMethodRequest,
+            >,
+        ) -> std::result::Result<
+            tonic::Response<
+                tonic::codec::Streaming<super::RegisterUsingIamMethodResponse>,
+            >,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machineid.v1.JoinService/RegisterUsingIAMMethod",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("machineid.v1.JoinService", "RegisterUsingIAMMethod"),
+                );
+            self.inner.streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -511,6 +577,28 @@ pub mod join_service_server {
             &self,
             request: tonic::Request<super::RegisterUsingTokenRequest>,
         ) -> std::result::Result<tonic::Response<super::Certs>, tonic::Status>;
+        /// Server streaming response type for the RegisterUsingIAMMethod method.
+        type RegisterUsingIAMMethodStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<
+                    super::RegisterUsingIamMethodResponse,
+                    tonic::Status,
+                >,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Joins with a signed sts:GetCallerIdentity request (the iam method): the server sends a
+        /// challenge first, the client answers with one request carrying the signed HTTP request
+        /// with the challenge in its X-Teleport-Challenge header, and the server answers with the
+        /// certificates (not renewable). One attempt per stream; the challenge lives one minute.
+        async fn register_using_iam_method(
+            &self,
+            request: tonic::Request<
+                tonic::Streaming<super::RegisterUsingIamMethodRequest>,
+            >,
+        ) -> std::result::Result<
+            tonic::Response<Self::RegisterUsingIAMMethodStream>,
+            tonic::Status,
+        >;
     }
     /// Joining: unauthenticated calls that exchange a proof for a first identity.
     #[derive(Debug)]
@@ -631,6 +719,59 @@ pub mod join_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machineid.v1.JoinService/RegisterUsingIAMMethod" => {
+                    #[allow(non_camel_case_types)]
+                    struct RegisterUsingIAMMethodSvc<T: JoinService>(pub Arc<T>);
+                    impl<
+                        T: JoinService,
+                    > tonic::server::StreamingService<
+                        super::RegisterUsingIamMethodRequest,
+                    > for RegisterUsingIAMMethodSvc<T> {
+                        type Response = super::RegisterUsingIamMethodResponse;
+                        type ResponseStream = T::RegisterUsingIAMMethodStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::RegisterUsingIamMethodRequest>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as JoinService>::register_using_iam_method(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RegisterUsingIAMMethodSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

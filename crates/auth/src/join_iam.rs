@@ -1,0 +1,193 @@
+//! The server's side of the `iam` join method: the challenge, the checks of the signed
+//! `sts:GetCallerIdentity` request, the call to STS and the token's allow rules. The checks
+//! themselves live in [`machine_id_join::iam`]; this module holds the order, the state
+//! (token, user, locks), the audit events and the certificates.
+
+use machine_id_join::iam::{self, CallerIdentity, Challenge, IamError};
+use machine_id_proto::v1;
+use machine_id_types::{Identity, ProvisionToken, User, bot_user_name, event_types};
+use serde_json::json;
+
+use crate::core::{Core, add, expanded_logins, lock_message};
+use crate::error::{AuthError, Result};
+use crate::state;
+
+/// The longest token name the server looks up.
+const MAX_TOKEN_NAME: usize = 253;
+
+/// What a failed IAM join knew when it failed, for the audit event.
+#[derive(Default)]
+struct Known {
+    user: Option<String>,
+    caller: Option<CallerIdentity>,
+}
+
+/// How an IAM refusal reaches the client: transient STS trouble as retryable, malformed
+/// requests as invalid arguments, everything else as a denial.
+fn iam_error(e: IamError) -> AuthError {
+    if e.is_retryable() {
+        AuthError::Unavailable(e.to_string())
+    } else {
+        AuthError::AccessDenied(e.to_string())
+    }
+}
+
+impl Core {
+    /// A fresh challenge for one IAM join attempt.
+    pub fn iam_challenge(&self) -> Result<Challenge> {
+        self.iam
+            .challenges
+            .issue(self.clock.now())
+            .map_err(iam_error)
+    }
+
+    /// RegisterUsingIAMMethod, after the challenge was sent: checks the signed request, asks
+    /// STS who signed it, matches the token's rules and issues the bot's certificates (not
+    /// renewable, generation 0: an IAM bot joins again at every renewal). The token stays.
+    pub async fn register_using_iam(
+        &self,
+        challenge: &Challenge,
+        req: v1::RegisterUsingIamMethodRequest,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<v1::Certs> {
+        let remote = remote.map(|a| a.to_string()).unwrap_or_default();
+        let mut known = Known::default();
+        match self.join_with_iam(challenge, &req, &mut known).await {
+            Ok((certs, user, caller)) => {
+                tracing::info!(user = %user, token = %req.token, arn = %caller.arn, remote = %remote, "bot joined with iam");
+                self.audit(
+                    event_types::BOT_JOIN,
+                    Some(&user),
+                    true,
+                    format!("{user} joined with iam token {:?} as {}", req.token, caller.arn),
+                    json!({
+                        "method": "iam", "token": req.token, "aws_account": caller.account,
+                        "aws_arn": caller.arn, "remote_addr": remote,
+                    }),
+                )
+                .await;
+                Ok(certs)
+            }
+            Err(e) => {
+                let arn = known.caller.as_ref().map(|c| c.arn.clone());
+                tracing::info!(token = %req.token, arn = ?arn, remote = %remote, error = %e, "iam join refused");
+                self.audit(
+                    event_types::JOIN_FAILED,
+                    known.user.as_deref(),
+                    false,
+                    e.to_string(),
+                    json!({
+                        "method": "iam", "token": req.token,
+                        "aws_account": known.caller.as_ref().map(|c| c.account.clone()),
+                        "aws_arn": arn, "remote_addr": remote,
+                    }),
+                )
+                .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn join_with_iam(
+        &self,
+        challenge: &Challenge,
+        req: &v1::RegisterUsingIamMethodRequest,
+        known: &mut Known,
+    ) -> Result<(v1::Certs, String, CallerIdentity)> {
+        let now = self.clock.now();
+        // The challenge is spent first: whatever fails below, this attempt is over.
+        let signed = iam::parse_signed_request(&req.sts_identity_request);
+        self.iam
+            .challenges
+            .redeem(
+                challenge,
+                signed.as_ref().ok().and_then(|r| r.challenge()),
+                now,
+            )
+            .map_err(iam_error)?;
+        if req.token.is_empty() {
+            return Err(AuthError::InvalidArgument(
+                "a join token name is required; pass the iam token's name (--token=iam-token)"
+                    .into(),
+            ));
+        }
+        let not_found = || {
+            AuthError::AccessDenied(format!(
+                "the join token {:?} does not exist; create it with tctl create -f iam-token.yaml (tctl tokens ls shows the tokens)",
+                req.token
+            ))
+        };
+        if req.token.len() > MAX_TOKEN_NAME {
+            return Err(not_found());
+        }
+        let subject = Self::subject_key(&req.public_key)?;
+        let (token, _) = self
+            .state
+            .get::<ProvisionToken>(&state::token_key(&req.token))
+            .await?
+            .ok_or_else(not_found)?;
+        if token.metadata.name != req.token {
+            return Err(not_found());
+        }
+        let bot = iam::check_token(&token, now).map_err(|e| AuthError::AccessDenied(e.to_string()))?;
+        let user_name = bot_user_name(&bot);
+        known.user = Some(user_name.clone());
+
+        let signed = signed.map_err(iam_error)?;
+        let verified =
+            iam::check_signed_request(&signed, challenge, &self.iam.allow).map_err(iam_error)?;
+
+        let missing_bot = || {
+            AuthError::AccessDenied(format!(
+                "the join token names bot {bot:?}, which does not exist (deleted?); create it with tctl bots add {bot} --token={} --roles=...",
+                req.token
+            ))
+        };
+        let (user, _) = self
+            .state
+            .get::<User>(&state::user_key(&user_name))
+            .await?
+            .ok_or_else(missing_bot)?;
+        if user.bot_name() != Some(bot.as_str()) {
+            return Err(missing_bot());
+        }
+        if let Some(lock) = self.lock_for(&user_name, &user.spec.roles, now).await? {
+            return Err(AuthError::AccessDenied(lock_message(&user_name, &lock)));
+        }
+
+        let caller = self
+            .iam
+            .sts
+            .get_caller_identity(&verified)
+            .await
+            .map_err(iam_error)?;
+        known.caller = Some(caller.clone());
+        let rule = iam::match_rules(&token, &caller).map_err(iam_error)?;
+        tracing::debug!(token = %req.token, rule, arn = %caller.arn, "iam allow rule matched");
+
+        let roles = self.stored_roles(&user.spec.roles).await?;
+        let ttl = self.ttl(req.ttl_seconds, self.limits.max_renewable_ttl);
+        let identity = Identity {
+            username: user_name.clone(),
+            roles: user.spec.roles.clone(),
+            logins: expanded_logins(&roles, user.logins()),
+            traits: user.spec.traits.clone(),
+            renewable: false,
+            generation: 0,
+            impersonator: None,
+            disallow_reissue: false,
+            cluster: self.cluster_name.clone(),
+            expires: add(now, ttl),
+        };
+        let certs = self.issue(&subject, &identity)?;
+        Ok((certs, user_name, caller))
+    }
+}
+
+/// The IAM join's server state: the STS allow-list, the STS client and the challenges.
+#[derive(Debug)]
+pub(crate) struct IamJoin {
+    pub allow: iam::StsAllowList,
+    pub sts: iam::StsClient,
+    pub challenges: iam::ChallengeLedger,
+}
