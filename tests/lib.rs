@@ -10,6 +10,8 @@
 //!   identity the server wrote; [`AuthServer::stop`] takes it down and
 //!   [`AuthServer::restart_same_addr`] brings it back on the same address and data dir.
 //! - [`run_tbot`] / [`spawn_tbot`]: the real `tbot`; [`run_tsh`]: the real `tsh`.
+//! - [`moto::Moto`]: a real `moto_server` (the AWS mock) on a free loopback port, for the IAM
+//!   join: STS `AssumeRole` and `GetCallerIdentity`.
 //!
 //! ```no_run
 //! let auth = machine_id_e2e::AuthServer::start();
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod guide;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -159,6 +162,8 @@ pub struct AuthServer {
     /// The cluster name.
     pub cluster: String,
     data_dir: tempfile::TempDir,
+    /// Flags added to every `auth-server start` of this server.
+    extra_args: Vec<String>,
 }
 
 /// What a `tctl` run printed.
@@ -217,12 +222,19 @@ impl AuthServer {
 
     /// Starts a server for `cluster` in a fresh data dir, on a free loopback port.
     pub fn start_cluster(cluster: &str) -> Self {
+        Self::start_with_args(cluster, &[])
+    }
+
+    /// Starts a server for `cluster` with extra `auth-server start` flags (e.g.
+    /// `--extra-sts-endpoint URL`), kept for restarts.
+    pub fn start_with_args(cluster: &str, extra_args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
             child: None,
             addr: String::new(),
             cluster: cluster.to_string(),
             data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn();
         server
@@ -247,6 +259,7 @@ impl AuthServer {
             .args(["start", "--data-dir"])
             .arg(self.data_dir())
             .args(["--cluster-name", &self.cluster, "--auth-listen", listen])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

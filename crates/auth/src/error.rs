@@ -144,9 +144,10 @@ impl From<AuthError> for Status {
         if matches!(e, AuthError::Unavailable(_)) {
             // Tells clients the auth server answered and a service behind it failed, so they
             // do not report the auth server itself as unreachable.
-            status
-                .metadata_mut()
-                .insert(UPSTREAM_METADATA, tonic::metadata::MetadataValue::from_static("sts"));
+            status.metadata_mut().insert(
+                UPSTREAM_METADATA,
+                tonic::metadata::MetadataValue::from_static("sts"),
+            );
         }
         status
     }

@@ -59,7 +59,10 @@ impl Core {
                     event_types::BOT_JOIN,
                     Some(&user),
                     true,
-                    format!("{user} joined with iam token {:?} as {}", req.token, caller.arn),
+                    format!(
+                        "{user} joined with iam token {:?} as {}",
+                        req.token, caller.arn
+                    ),
                     json!({
                         "method": "iam", "token": req.token, "aws_account": caller.account,
                         "aws_arn": caller.arn, "remote_addr": remote,
@@ -129,7 +132,8 @@ impl Core {
         if token.metadata.name != req.token {
             return Err(not_found());
         }
-        let bot = iam::check_token(&token, now).map_err(|e| AuthError::AccessDenied(e.to_string()))?;
+        let bot =
+            iam::check_token(&token, now).map_err(|e| AuthError::AccessDenied(e.to_string()))?;
         let user_name = bot_user_name(&bot);
         known.user = Some(user_name.clone());
 

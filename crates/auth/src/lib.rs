@@ -43,9 +43,9 @@ pub use config::{
     AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
     JoinServiceConfig, ProxyServiceConfig,
 };
-pub use machine_id_join::iam::StsEndpoint;
 pub use error::AuthError;
 pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
+pub use machine_id_join::iam::StsEndpoint;
 pub use server::{AuthServer, BACKEND_FILE, RunningAuthServer, ShutdownHandle};
 
 /// The store key layout.

@@ -83,7 +83,8 @@ impl JoinService for Api {
             }
             // One attempt per challenge: the first message is the only one read. A client
             // that never answers is cut off when the challenge would have expired anyway.
-            let first = tokio::time::timeout(machine_id_join::iam::CHALLENGE_TTL, inbound.message());
+            let first =
+                tokio::time::timeout(machine_id_join::iam::CHALLENGE_TTL, inbound.message());
             let reply = match first.await {
                 Err(_) => Err(invalid(
                     "no signed request arrived within the challenge's lifetime (1 minute); retry the join",

@@ -4,6 +4,8 @@
 
 mod auth;
 mod bots;
+mod iam;
+mod iam_moto;
 mod identity;
 mod join;
 mod nodes_locks_events;
