@@ -428,8 +428,17 @@ pub fn run_tsh<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 
 /// Starts `tbot` with `args`, stderr (its log) to `log`; the caller stops it.
 pub fn spawn_tbot<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Child {
+    spawn_tbot_env(args, &[], log)
+}
+
+/// [`spawn_tbot`] with extra environment variables.
+pub fn spawn_tbot_env<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Child {
     let log = std::fs::File::create(log).expect("tbot log file");
-    tbot_command(args, &[])
+    tbot_command(args, env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))

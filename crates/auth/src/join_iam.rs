@@ -98,16 +98,17 @@ impl Core {
         known: &mut Known,
     ) -> Result<(v1::Certs, String, CallerIdentity)> {
         let now = self.clock.now();
-        // The challenge is spent first: whatever fails below, this attempt is over.
+        // The challenge is spent first, even by a request that does not parse: whatever
+        // fails below, this attempt is over. A malformed request is told so, not that its
+        // challenge is missing.
         let signed = iam::parse_signed_request(&req.sts_identity_request);
-        self.iam
-            .challenges
-            .redeem(
-                challenge,
-                signed.as_ref().ok().and_then(|r| r.challenge()),
-                now,
-            )
-            .map_err(iam_error)?;
+        let redeemed = self.iam.challenges.redeem(
+            challenge,
+            signed.as_ref().ok().and_then(|r| r.challenge()),
+            now,
+        );
+        let signed = signed.map_err(iam_error)?;
+        redeemed.map_err(iam_error)?;
         if req.token.is_empty() {
             return Err(AuthError::InvalidArgument(
                 "a join token name is required; pass the iam token's name (--token=iam-token)"
@@ -137,7 +138,6 @@ impl Core {
         let user_name = bot_user_name(&bot);
         known.user = Some(user_name.clone());
 
-        let signed = signed.map_err(iam_error)?;
         let verified =
             iam::check_signed_request(&signed, challenge, &self.iam.allow).map_err(iam_error)?;
 

@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
+use machine_id_e2e::guide::wait_until;
 use machine_id_e2e::moto::{AwsSessionCredentials, Moto};
-use machine_id_e2e::{AuthServer, Output, run_tbot};
+use machine_id_e2e::{AuthServer, Output, run_tbot, spawn_tbot_env};
 use machine_id_mint::{certs_from_pem, parse_tls_identity};
 
 const ACCOUNT: &str = "123456789012";
@@ -64,6 +65,48 @@ fn add_bot(auth: &AuthServer, bot: &str, token: &str) -> String {
         .to_string()
 }
 
+/// `tbot start --join-method=iam --token=TOKEN ...` arguments (add `--oneshot` to taste).
+fn iam_args(auth: &AuthServer, token: &str, pin: &str, dir: &Path) -> Vec<String> {
+    vec![
+        "start".into(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--destination-dir".into(),
+        dir.join("dest").display().to_string(),
+        "--join-method=iam".into(),
+        format!("--token={token}"),
+        format!("--ca-pin={pin}"),
+        format!("--auth-server={}", auth.addr),
+    ]
+}
+
+/// The environment of a machine whose only AWS settings are `creds` (if any) and moto as
+/// the STS endpoint: an empty home (no ~/.aws) and no instance metadata.
+fn aws_env(
+    moto: &Moto,
+    creds: Option<&AwsSessionCredentials>,
+    dir: &Path,
+) -> Vec<(String, String)> {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut env = vec![
+        ("HOME".to_string(), home.display().to_string()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ENDPOINT_URL_STS".into(), moto.url()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ];
+    if let Some(c) = creds {
+        env.push(("AWS_ACCESS_KEY_ID".into(), c.access_key_id.clone()));
+        env.push(("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key.clone()));
+        env.push(("AWS_SESSION_TOKEN".into(), c.session_token.clone()));
+    }
+    env
+}
+
+fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// `tbot start --join-method=iam --token=TOKEN --oneshot ...` with the assumed role's
 /// credentials in the environment and moto as the STS endpoint, nothing else of AWS.
 fn tbot_iam(
@@ -74,34 +117,24 @@ fn tbot_iam(
     pin: &str,
     dir: &Path,
 ) -> Output {
-    let home = dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let args: Vec<String> = vec![
-        "start".into(),
-        "--data-dir".into(),
-        dir.join("data").display().to_string(),
-        "--destination-dir".into(),
-        dir.join("dest").display().to_string(),
-        "--join-method=iam".into(),
-        format!("--token={token}"),
-        format!("--ca-pin={pin}"),
-        format!("--auth-server={}", auth.addr),
-        "--oneshot".into(),
-    ];
-    let url = moto.url();
-    let home = home.display().to_string();
-    run_tbot(
-        &args,
-        &[
-            ("HOME", home.as_str()),
-            ("AWS_ACCESS_KEY_ID", creds.access_key_id.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.as_str()),
-            ("AWS_SESSION_TOKEN", creds.session_token.as_str()),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL_STS", url.as_str()),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-    )
+    let mut args = iam_args(auth, token, pin, dir);
+    args.push("--oneshot".into());
+    let env = aws_env(moto, Some(creds), dir);
+    run_tbot(&args, &env_refs(&env))
+}
+
+/// The `bot.join` events of the assumed role's ARN.
+fn join_events(auth: &AuthServer) -> usize {
+    let out = auth
+        .tctl(&["events", "ls", "--type=bot.join", "--format=json"])
+        .success();
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.to_string().contains(ARN))
+        .count()
 }
 
 fn openssl_verify(dest: &Path) {
@@ -209,4 +242,74 @@ fn iam_rules_by_account_by_arn_glob_and_no_match_with_moto() {
         failed.contains("instance did not match any allow rules"),
         "{failed}"
     );
+}
+
+/// The long-running bot: every renewal (here: SIGHUP) is a fresh IAM join with the same
+/// token; SIGTERM stops it cleanly.
+#[test]
+fn iam_daemon_rejoins_at_each_renewal() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let moto = Moto::start();
+    let creds = moto.assume_role(ROLE, SESSION);
+    let auth = auth_with(&moto);
+    create_token(
+        &auth,
+        "iam-token",
+        "robot",
+        &format!("  - aws_account: \"{ACCOUNT}\"\n"),
+    );
+    let pin = add_bot(&auth, "robot", "iam-token");
+    let dir = auth.scratch().join("daemon");
+    let env = aws_env(&moto, Some(&creds), &dir);
+    let log = dir.join("tbot.log");
+    let mut child = spawn_tbot_env(
+        &iam_args(&auth, "iam-token", &pin, &dir),
+        &env_refs(&env),
+        &log,
+    );
+    let cert = dir.join("dest/tlscert");
+    let tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(std::time::Duration::from_secs(30), "the first set", || {
+        cert.is_file() && join_events(&auth) == 1
+    });
+    let first = std::fs::read(&cert).unwrap();
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "a join after SIGHUP",
+        || join_events(&auth) == 2 && std::fs::read(&cert).unwrap() != first,
+    );
+    openssl_verify(&dir.join("dest"));
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "tbot exited with {status}:\n{}", tail());
+}
+
+/// A machine without AWS credentials: tbot says where it looked and what to do, exits 1,
+/// and the server never saw a join attempt.
+#[test]
+fn iam_without_credentials_fails_clearly() {
+    let moto = Moto::start();
+    let auth = auth_with(&moto);
+    create_token(
+        &auth,
+        "iam-token",
+        "robot",
+        &format!("  - aws_account: \"{ACCOUNT}\"\n"),
+    );
+    let pin = add_bot(&auth, "robot", "iam-token");
+    let dir = auth.scratch().join("nocreds");
+    let mut args = iam_args(&auth, "iam-token", &pin, &dir);
+    args.push("--oneshot".into());
+    let env = aws_env(&moto, None, &dir);
+    let err = run_tbot(&args, &env_refs(&env)).failure();
+    assert!(err.contains("no AWS credentials found"), "{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    let failed = auth
+        .tctl(&["events", "ls", "--type=bot.join.failed", "--format=json"])
+        .success();
+    assert!(!failed.contains("iam-token"), "{failed}");
 }

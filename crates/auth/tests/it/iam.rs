@@ -493,12 +493,18 @@ async fn iam_bad_inputs_are_refused_audited_and_leave_the_token() {
     assert_eq!(sts.received(), 0, "a bad request reached STS");
 
     // Reused: the challenge of an earlier attempt, on a new attempt.
+    // (The earlier attempt sends something that is not HTTP at all: told so.)
     let mut first = String::new();
-    let _ = attempt(&mut join, "iam-token", |c| {
-        first = c.to_string();
-        b"not http".to_vec()
-    })
-    .await;
+    let msg = assert_code(
+        attempt(&mut join, "iam-token", |c| {
+            first = c.to_string();
+            b"not http".to_vec()
+        })
+        .await,
+        tonic::Code::PermissionDenied,
+        "malformed signed request",
+    );
+    assert!(seen.insert(msg));
     expected_failures += 1;
     let msg = assert_code(
         attempt(&mut join, "iam-token", |_| signed(&target, &first)).await,
