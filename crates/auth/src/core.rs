@@ -87,7 +87,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// `now + d` in whole seconds (certificates hold no fractions), saturating far in the future
 /// instead of overflowing.
-pub(crate) fn add(now: OffsetDateTime, d: Duration) -> OffsetDateTime {
+fn add(now: OffsetDateTime, d: Duration) -> OffsetDateTime {
     let t = now
         .checked_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
         .unwrap_or(OffsetDateTime::new_utc(
@@ -225,7 +225,7 @@ impl Core {
     }
 
     /// The stored roles among `names`; unknown names are skipped.
-    pub(crate) async fn stored_roles(&self, names: &[String]) -> Result<Vec<Role>> {
+    async fn stored_roles(&self, names: &[String]) -> Result<Vec<Role>> {
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             if n.starts_with('@') || state::check_key_name("role", n).is_err() {
@@ -332,7 +332,7 @@ impl Core {
 
     // ---------------------------------------------------------------- certificates
 
-    pub(crate) fn ttl(&self, requested_secs: u64, max: Duration) -> Duration {
+    fn ttl(&self, requested_secs: u64, max: Duration) -> Duration {
         let d = if requested_secs == 0 {
             self.limits.default_cert_ttl
         } else {
@@ -356,7 +356,7 @@ impl Core {
     }
 
     /// Mints the SSH and X.509 certificates of `identity` for `subject`.
-    pub(crate) fn issue(&self, subject: &PublicKey, identity: &Identity) -> Result<v1::Certs> {
+    fn issue(&self, subject: &PublicKey, identity: &Identity) -> Result<v1::Certs> {
         let now = self.clock.now();
         let ssh_cert = self.signer.sign_user_ssh_cert(subject, identity, now)?;
         let tls_cert = self.signer.sign_user_tls_cert(subject, identity, now)?;
@@ -366,6 +366,36 @@ impl Core {
             tls_ca_certs: self.tls_ca_certs(),
             ssh_ca_keys: vec![self.signer.user_ca_openssh(), self.signer.host_ca_openssh()],
         })
+    }
+
+    /// Issues a bot's own certificates (not an output's) for `subject`: the user's roles, the
+    /// logins they allow with its `logins` trait, its traits, a TTL of `ttl_seconds` (0: the
+    /// default) capped at the renewable maximum. `Some(generation)` makes them renewable with
+    /// that generation (token joins and renewals); `None` makes them neither (IAM joins).
+    pub(crate) async fn issue_bot_certs(
+        &self,
+        subject: &PublicKey,
+        user: &User,
+        generation: Option<u64>,
+        ttl_seconds: u64,
+        now: OffsetDateTime,
+    ) -> Result<(v1::Certs, Identity)> {
+        let roles = self.stored_roles(&user.spec.roles).await?;
+        let ttl = self.ttl(ttl_seconds, self.limits.max_renewable_ttl);
+        let identity = Identity {
+            username: user.metadata.name.clone(),
+            roles: user.spec.roles.clone(),
+            logins: expanded_logins(&roles, user.logins()),
+            traits: user.spec.traits.clone(),
+            renewable: generation.is_some(),
+            generation: generation.unwrap_or(0),
+            impersonator: None,
+            disallow_reissue: false,
+            cluster: self.cluster_name.clone(),
+            expires: add(now, ttl),
+        };
+        let certs = self.issue(subject, &identity)?;
+        Ok((certs, identity))
     }
 
     /// The TLS CA certificates, DER.
@@ -515,24 +545,10 @@ impl Core {
                 "the bot's user kept changing concurrently; retry the join".into(),
             )));
         }
-        let roles = self
-            .stored_roles(&user.spec.roles)
+        let (certs, _) = self
+            .issue_bot_certs(&subject, &user, Some(1), req.ttl_seconds, now)
             .await
             .map_err(with_user)?;
-        let ttl = self.ttl(req.ttl_seconds, self.limits.max_renewable_ttl);
-        let identity = Identity {
-            username: user_name.clone(),
-            roles: user.spec.roles.clone(),
-            logins: expanded_logins(&roles, user.logins()),
-            traits: user.spec.traits.clone(),
-            renewable: true,
-            generation: 1,
-            impersonator: None,
-            disallow_reissue: false,
-            cluster: self.cluster_name.clone(),
-            expires: add(now, ttl),
-        };
-        let certs = self.issue(&subject, &identity).map_err(with_user)?;
         Ok((certs, user_name, 1))
     }
 
@@ -615,21 +631,9 @@ impl Core {
             }
             Err(e) => return Err(e.into()),
         }
-        let roles = self.stored_roles(&user.spec.roles).await?;
-        let ttl = self.ttl(ttl_seconds, self.limits.max_renewable_ttl);
-        let identity = Identity {
-            username: id.username.clone(),
-            roles: user.spec.roles.clone(),
-            logins: expanded_logins(&roles, user.logins()),
-            traits: user.spec.traits.clone(),
-            renewable: true,
-            generation,
-            impersonator: None,
-            disallow_reissue: false,
-            cluster: self.cluster_name.clone(),
-            expires: add(now, ttl),
-        };
-        let certs = self.issue(subject, &identity)?;
+        let (certs, identity) = self
+            .issue_bot_certs(subject, &user, Some(generation), ttl_seconds, now)
+            .await?;
         tracing::info!(user = %id.username, generation, "renewed certificates");
         self.audit(
             event_types::CERT_CREATE,

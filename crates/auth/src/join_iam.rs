@@ -5,10 +5,10 @@
 
 use machine_id_join::iam::{self, CallerIdentity, Challenge, IamError};
 use machine_id_proto::v1;
-use machine_id_types::{Identity, ProvisionToken, User, bot_user_name, event_types};
+use machine_id_types::{ProvisionToken, User, bot_user_name, event_types};
 use serde_json::json;
 
-use crate::core::{Core, add, expanded_logins, lock_message};
+use crate::core::{Core, lock_message};
 use crate::error::{AuthError, Result};
 use crate::state;
 
@@ -169,21 +169,10 @@ impl Core {
         let rule = iam::match_rules(&token, &caller).map_err(iam_error)?;
         tracing::debug!(token = %req.token, rule, arn = %caller.arn, "iam allow rule matched");
 
-        let roles = self.stored_roles(&user.spec.roles).await?;
-        let ttl = self.ttl(req.ttl_seconds, self.limits.max_renewable_ttl);
-        let identity = Identity {
-            username: user_name.clone(),
-            roles: user.spec.roles.clone(),
-            logins: expanded_logins(&roles, user.logins()),
-            traits: user.spec.traits.clone(),
-            renewable: false,
-            generation: 0,
-            impersonator: None,
-            disallow_reissue: false,
-            cluster: self.cluster_name.clone(),
-            expires: add(now, ttl),
-        };
-        let certs = self.issue(&subject, &identity)?;
+        // Not renewable, no generation: every renewal is a fresh join.
+        let (certs, _) = self
+            .issue_bot_certs(&subject, &user, None, req.ttl_seconds, self.clock.now())
+            .await?;
         Ok((certs, user_name, caller))
     }
 }
