@@ -65,7 +65,7 @@ struct StartArgs {
     #[arg(long, conflicts_with_all = ["proxy_listen", "proxy_public_addr"])]
     no_proxy: bool,
     /// An STS endpoint the iam join method may use besides the real AWS ones, with its
-    /// scheme (https://sts.internal.example.com, or http://127.0.0.1:5000 for tests);
+    /// scheme (`https://sts.internal.example.com`, or `http://127.0.0.1:5000` for tests);
     /// repeatable, added to join_service.extra_sts_endpoints of the config file.
     #[arg(long = "extra-sts-endpoint", value_name = "URL", value_parser = parse_sts_endpoint)]
     extra_sts_endpoints: Vec<StsEndpoint>,
