@@ -281,6 +281,7 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let ProxyProtocol::Ssh { cluster, target } = args.protocol;
     tracing::debug!(cluster = %cluster, target = %target, "proxy ssh");
+    machine_id_bot::enlarge_stdio_pipes();
     machine_id_bot::proxy_ssh(
         &args.destination_dir,
         &args.proxy,

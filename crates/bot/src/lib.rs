@@ -53,7 +53,7 @@ pub use config::{BotConfig, Overrides};
 pub use diag::{metrics_text, serve_diag};
 pub use error::{BotError, Result};
 pub use identity::IssuedIdentity;
-pub use proxy::{proxy_ssh, ssh_target};
+pub use proxy::{enlarge_stdio_pipes, proxy_ssh, ssh_target};
 pub use storage::Storage;
 
 #[doc(no_inline)]
