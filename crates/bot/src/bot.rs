@@ -784,7 +784,16 @@ impl Bot {
                 storage: inner.storage.describe(),
             });
         };
-        let cas = self.join_cas().await?;
+        // An IAM bot joins at every renewal: once it holds certificates it trusts the CAs
+        // they came with, as a renewal does, rather than bootstrapping from the pins again.
+        let held = (inner.join_method == JoinMethod::Iam)
+            .then(|| self.read_state(|s| s.bot.as_ref().map(|b| b.certs.tls_ca_certs.clone())))
+            .flatten()
+            .filter(|cas| !cas.is_empty());
+        let cas = match held {
+            Some(cas) => cas,
+            None => self.join_cas().await?,
+        };
         let client = Client::connect_with_cas(&inner.auth_server, &cas).await?;
         let key = new_key()?;
         let spki = key.public_key().to_spki_der();
