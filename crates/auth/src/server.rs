@@ -111,14 +111,7 @@ impl AuthServer {
         write_admin_identity(&admin_dir, &signer, config.suite, &config)?;
 
         for e in &config.extra_sts_endpoints {
-            let host = e.host.rsplit_once(':').map_or(e.host.as_str(), |(h, _)| h);
-            let loopback = host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if e.scheme == machine_id_join::iam::Scheme::Http && !loopback {
+            if e.scheme == machine_id_join::iam::Scheme::Http && !e.is_loopback() {
                 tracing::warn!(endpoint = %e, "extra STS endpoint uses plain HTTP: bots' signed requests (session tokens included) cross the network in clear; use https:// unless a TLS-terminating proxy sits on this host's side");
             } else {
                 tracing::info!(endpoint = %e, "extra STS endpoint allowed for iam joins");

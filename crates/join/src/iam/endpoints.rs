@@ -101,6 +101,12 @@ impl StsEndpoint {
     pub(crate) fn url(&self) -> Result<Url, String> {
         Url::parse(&self.to_string())
     }
+
+    /// Whether the host is `localhost` or a loopback address (`127.0.0.1`, `[::1]`), with or
+    /// without a port: where plain HTTP does not cross a network.
+    pub fn is_loopback(&self) -> bool {
+        self.url().is_ok_and(|u| u.is_loopback())
+    }
 }
 
 impl std::fmt::Display for StsEndpoint {
@@ -190,6 +196,21 @@ mod tests {
             StsEndpoint::parse("http://[::1]:5000").unwrap().host,
             "[::1]:5000"
         );
+    }
+
+    #[test]
+    fn loopback_endpoints() {
+        for url in [
+            "http://127.0.0.1:5000",
+            "http://localhost",
+            "http://[::1]",
+            "http://[::1]:5000",
+        ] {
+            assert!(StsEndpoint::parse(url).unwrap().is_loopback(), "{url}");
+        }
+        for url in ["http://10.0.0.1:5000", "https://sts.amazonaws.com"] {
+            assert!(!StsEndpoint::parse(url).unwrap().is_loopback(), "{url}");
+        }
     }
 
     #[test]
