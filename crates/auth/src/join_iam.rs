@@ -50,6 +50,7 @@ impl Core {
         req: v1::RegisterUsingIamMethodRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<v1::Certs> {
+        let remote_ip = remote.map(|a| a.ip());
         let remote = remote.map(|a| a.to_string()).unwrap_or_default();
         let mut known = Known::default();
         match self.join_with_iam(challenge, &req, &mut known).await {
@@ -74,10 +75,10 @@ impl Core {
             Err(e) => {
                 let arn = known.caller.as_ref().map(|c| c.arn.clone());
                 tracing::info!(token = %req.token, arn = ?arn, remote = %remote, error = %e, "iam join refused");
-                self.audit(
+                self.audit_unauthenticated(
+                    remote_ip,
                     event_types::JOIN_FAILED,
                     known.user.as_deref(),
-                    false,
                     e.to_string(),
                     json!({
                         "method": "iam", "token": req.token,

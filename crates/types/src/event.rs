@@ -31,6 +31,9 @@ pub mod event_types {
     pub const PROXY_CONNECT: &str = "proxy.connect";
     /// The proxy refused an SSH connection (unknown node, labels, identity, node down).
     pub const PROXY_DENIED: &str = "proxy.denied";
+    /// Audit events of unauthenticated callers from one address were dropped by the
+    /// per-address rate limit; the event says how many and from where.
+    pub const AUDIT_DROPPED: &str = "audit.dropped";
 }
 
 /// One audit log entry.
