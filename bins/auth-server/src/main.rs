@@ -247,12 +247,18 @@ async fn start(args: StartArgs) -> Result<()> {
             "SSH proxy listening"
         );
     }
+    // The handlers are in place before the ready line: a SIGTERM right after it stops the
+    // server cleanly instead of killing it.
+    let signals = Signals::new();
     println!("auth server ready on {}", server.local_addr());
 
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
-        match wait_for_signal().await {
-            Ok(name) => tracing::info!(signal = name, "stopping"),
+        match signals {
+            Ok(mut s) => {
+                let name = s.wait().await;
+                tracing::info!(signal = name, "stopping");
+            }
             Err(e) => tracing::error!(error = %e, "cannot listen for signals; stopping"),
         }
         handle.shutdown();
@@ -261,14 +267,28 @@ async fn start(args: StartArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    })
+/// SIGINT and SIGTERM, listened for from creation on.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The name of the first signal to arrive.
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
 }
 
 /// `auth-server locks ls|rm` on a stopped server's data directory.

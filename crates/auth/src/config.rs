@@ -485,6 +485,51 @@ mod tests {
     }
 
     #[test]
+    fn limits_parse_apply_and_are_bounded() {
+        let c = FileConfig::parse(
+            "auth_service:\n  max_token_ttl: 2h\nlimits:\n  handshake_timeout: 3s\n  idle_timeout: 90s\n  max_unauthenticated_connections_per_ip: 4\n  audit_burst_per_ip: 5\n  audit_events_per_minute_per_ip: 6\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let mut a = AuthConfig::new("/d", "example.com", "127.0.0.1:0".parse().unwrap());
+        c.apply_limits(&mut a);
+        assert_eq!(a.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(a.idle_timeout, Duration::from_secs(90));
+        assert_eq!(a.max_unauthenticated_connections_per_ip, 4);
+        assert_eq!(
+            (a.audit_burst_per_ip, a.audit_events_per_minute_per_ip),
+            (5, 6)
+        );
+        assert_eq!(a.max_token_ttl, Duration::from_secs(7200));
+        // The default token lifetime (1h) fits under 2h.
+        a.validate().unwrap();
+
+        let e = FileConfig::parse("limits:\n  idle_timeout: 10\n", "f.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.yaml: limits.idle_timeout: invalid duration \"10\""),
+            "{e}"
+        );
+        let e = FileConfig::parse("limits:\n  idle_timeot: 1s\n", "f.yaml").unwrap_err();
+        assert!(e.to_string().contains("idle_timeot"), "{e}");
+
+        a.max_token_ttl = Duration::from_secs(30 * 60);
+        let e = a.validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "configuration: default_token_ttl: 1h0m0s is out of bounds; use a value from 1m0s to 30m0s"
+        );
+        a.max_token_ttl = Duration::from_secs(3600);
+        a.idle_timeout = Duration::ZERO;
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.idle_timeout")
+        );
+    }
+
+    #[test]
     fn errors_name_file_and_field() {
         let e = FileConfig::parse("auth_service:\n  cluster_nam: x\n", "f.yaml").unwrap_err();
         let s = e.to_string();

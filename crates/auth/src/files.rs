@@ -114,7 +114,8 @@ pub(crate) fn read_text_bounded(path: &Path, what: &'static str) -> Result<Strin
 /// that fails (the file belongs to someone else) the server refuses to use it. A missing
 /// file is fine.
 pub(crate) fn ensure_private_file(path: &Path, what: &'static str) -> Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
+    // Followed through a symlink: a store kept on another disk is fine, its mode is not.
+    let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(cause) => {
@@ -130,7 +131,7 @@ pub(crate) fn ensure_private_file(path: &Path, what: &'static str) -> Result<()>
             path: path.to_path_buf(),
             what,
             mode: meta.permissions().mode() & 0o7777,
-            problem: "is not a regular file (a symlink or special file)".into(),
+            problem: "is not a regular file".into(),
         });
     }
     let mode = meta.permissions().mode() & 0o7777;

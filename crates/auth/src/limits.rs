@@ -32,7 +32,13 @@ const MAX_TRACKED_ADDRESSES: usize = 65_536;
 pub(crate) struct ConnLimiter {
     max_per_ip: usize,
     counts: Mutex<HashMap<IpAddr, usize>>,
+    /// Refusals not yet logged, and when the last log line was written.
+    refusals: Mutex<(u64, Option<Instant>)>,
 }
+
+/// At most one log line about refused connections per this interval (a flood of refused
+/// connections must not become a flood of log lines).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One counted connection; dropping it frees its place.
 #[derive(Debug)]
@@ -47,12 +53,26 @@ impl ConnLimiter {
         Arc::new(Self {
             max_per_ip,
             counts: Mutex::new(HashMap::new()),
+            refusals: Mutex::new((0, None)),
         })
     }
 
     /// The cap.
     pub(crate) fn max_per_ip(&self) -> usize {
         self.max_per_ip
+    }
+
+    /// Counts one refused connection; returns how many refusals the log line due now should
+    /// report (the first refusal, then at most one line per [`REFUSAL_LOG_INTERVAL`]).
+    pub(crate) fn note_refusal(&self) -> Option<u64> {
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        r.0 += 1;
+        let now = Instant::now();
+        if r.1.is_some_and(|last| now < last + REFUSAL_LOG_INTERVAL) {
+            return None;
+        }
+        r.1 = Some(now);
+        Some(std::mem::take(&mut r.0))
     }
 
     /// A place for one more connection from `ip`, or `None` when `ip` is at the cap.

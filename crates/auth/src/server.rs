@@ -452,7 +452,9 @@ async fn accept_loop(
             }
         };
         let Some(permit) = limits.unauthenticated.try_acquire(remote.ip()) else {
-            tracing::warn!(remote = %remote, limit = limits.unauthenticated.max_per_ip(), "refusing connection: too many connections from this address are in their TLS handshake or have no client certificate (limits.max_unauthenticated_connections_per_ip)");
+            if let Some(refused) = limits.unauthenticated.note_refusal() {
+                tracing::warn!(remote = %remote, limit = limits.unauthenticated.max_per_ip(), refused, "refusing connection: too many connections from this address are in their TLS handshake or have no client certificate (limits.max_unauthenticated_connections_per_ip); at most one such line per 10s, `refused` counts them");
+            }
             drop(tcp);
             continue;
         };

@@ -385,6 +385,33 @@ pub fn default_roles() -> Vec<Role> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn logins_refuse_spaces_commas_and_control_characters() {
+        assert!(super::check_login("root").is_ok());
+        assert!(super::check_login("{{internal.logins}}").is_ok());
+        for (bad, shown) in [
+            ("a b", "\"a b\": ' '"),
+            ("a,b", "\"a,b\": ','"),
+            ("root\u{7}", "\"root\\u{7}\": '\\u{7}'"),
+            ("ro\not", "\"ro\\not\": '\\n'"),
+        ] {
+            let e = super::check_login(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("invalid login {shown} is not allowed")),
+                "{e}"
+            );
+        }
+        assert!(super::check_login("").is_err());
+        let mut r = Role::new("dev", RoleSpec::default());
+        r.spec.deny.logins = vec!["x\ty".into()];
+        let e = r.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid role \"dev\": field spec.deny.logins: invalid login \"x\\ty\""),
+            "{e}"
+        );
+    }
+
     use super::*;
 
     #[test]

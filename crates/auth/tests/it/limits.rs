@@ -418,3 +418,22 @@ async fn a_second_server_or_an_offline_command_cannot_share_the_data_dir() {
     assert!(e.contains("stop it first"), "{e}");
     assert!(e.contains("tctl locks rm"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_with_spaces_or_control_characters_are_refused_with_field_and_value() {
+    let ts = TestServer::start().await;
+    let mut admin = ts.admin().await;
+    let r = admin
+        .create_bot(v1::CreateBotRequest {
+            name: "robot".into(),
+            roles: vec!["access".into()],
+            logins: vec!["root".into(), "bad\u{1b}login".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_code(
+        r,
+        Code::InvalidArgument,
+        "invalid user \"bot-robot\": field spec.traits.logins: invalid login \"bad\\u{1b}login\": '\\u{1b}' is not allowed",
+    );
+}
