@@ -90,6 +90,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The longest host certificate the auth server signs (one year); a longer `--ttl` would be
+/// cut silently, so it is refused here.
+const MAX_HOST_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The most `tctl create` reads from a resource file (4 MiB).
 const MAX_RESOURCE_FILE: u64 = 4 * 1024 * 1024;
 /// The most each file of an identity directory may hold (1 MiB).
@@ -97,9 +100,9 @@ const MAX_IDENTITY_FILE: u64 = 1024 * 1024;
 
 /// `4 MiB`, `512 KiB`, `100 bytes`.
 fn size_text(n: u64) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
         format!("{} MiB", n / (1024 * 1024))
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} bytes")
@@ -955,6 +958,13 @@ async fn auth_sign(
         }
     }
     let ttl = parse_ttl(ttl)?;
+    if ttl.is_zero() || ttl > MAX_HOST_CERT_TTL {
+        bail!(
+            "--ttl: {} is out of bounds for a host certificate; use a value from 1s to {} (one year)",
+            machine_id_types::duration::format(ttl),
+            machine_id_types::duration::format(MAX_HOST_CERT_TTL)
+        );
+    }
     // The key is made here and never leaves this machine; only its public half is sent.
     let key = machine_id_mint::PrivateKey::generate(machine_id_mint::Suite::Default)?;
     let public = key.public_key().to_openssh();

@@ -467,6 +467,20 @@ fn tokens_are_shown_by_hash_prefix_and_lifetimes_and_logins_are_checked() {
         err.contains("ERROR: --host: invalid host name \"node\\tone\": '\\t' is not allowed"),
         "{err}"
     );
+    let err = auth
+        .tctl(&[
+            "auth",
+            "sign",
+            "--host=node",
+            "--ttl=9000h",
+            "--out",
+            out_prefix.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(
+        err.contains("ERROR: --ttl: 9000h0m0s is out of bounds for a host certificate; use a value from 1s to 8760h0m0s (one year)"),
+        "{err}"
+    );
     let role = auth.scratch().join("role.yaml");
     std::fs::write(
         &role,
