@@ -4,6 +4,10 @@
 //! [--auth-listen ADDR] [--proxy-listen ADDR] [--proxy-public-addr HOST:PORT] [--no-proxy]
 //! [--extra-sts-endpoint URL ...] [-d] [--log-format text|json]`. Flags override the config file.
 //! Logs go to stderr; once serving, one line goes to stdout: `auth server ready on ADDR`.
+//!
+//! Recovery on the stopped server's data directory (refused while a server runs on it):
+//! `auth-server locks ls [--data-dir DIR | --config FILE]` and
+//! `auth-server locks rm NAME [--data-dir DIR | --config FILE]`.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -12,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use machine_id_auth::offline::OfflineDataDir;
 use machine_id_auth::{
     AuthConfig, AuthServer, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig, StsEndpoint,
 };
@@ -31,6 +36,51 @@ struct Cli {
 enum Command {
     /// Start the auth server.
     Start(StartArgs),
+    /// Recovery: list or remove locks in a stopped auth server's data directory (for when no
+    /// admin can reach the server, e.g. a lock refuses the admin identity).
+    #[command(subcommand)]
+    Locks(LocksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LocksCommand {
+    /// List the locks stored in the data directory.
+    Ls(OfflineArgs),
+    /// Remove a lock from the data directory.
+    Rm {
+        /// The lock's name (its id, as `auth-server locks ls` shows it).
+        name: String,
+        #[command(flatten)]
+        dir: OfflineArgs,
+    },
+}
+
+/// Where the stopped server's data directory is.
+#[derive(Debug, clap::Args)]
+struct OfflineArgs {
+    /// The auth server's YAML configuration file (its data_dir is used).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory [default: from the config, else /var/lib/machine-id].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Debug logging.
+    #[arg(short = 'd', long)]
+    debug: bool,
+}
+
+impl OfflineArgs {
+    fn data_dir(&self) -> Result<PathBuf> {
+        let from_file = match &self.config {
+            Some(path) => FileConfig::load(path)?.data_dir,
+            None => None,
+        };
+        Ok(self
+            .data_dir
+            .clone()
+            .or(from_file)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,6 +187,7 @@ fn resolve(args: &StartArgs) -> Result<AuthConfig> {
             .context("default listen address")?,
     };
     let mut config = AuthConfig::new(data_dir, cluster_name, listen_addr);
+    file.apply_limits(&mut config);
     if let Some(suite) = file.auth_service.ca_suite {
         config.suite = suite;
     }
@@ -196,12 +247,18 @@ async fn start(args: StartArgs) -> Result<()> {
             "SSH proxy listening"
         );
     }
+    // The handlers are in place before the ready line: a SIGTERM right after it stops the
+    // server cleanly instead of killing it.
+    let signals = Signals::new();
     println!("auth server ready on {}", server.local_addr());
 
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
-        match wait_for_signal().await {
-            Ok(name) => tracing::info!(signal = name, "stopping"),
+        match signals {
+            Ok(mut s) => {
+                let name = s.wait().await;
+                tracing::info!(signal = name, "stopping");
+            }
             Err(e) => tracing::error!(error = %e, "cannot listen for signals; stopping"),
         }
         handle.shutdown();
@@ -210,20 +267,85 @@ async fn start(args: StartArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    })
+/// SIGINT and SIGTERM, listened for from creation on.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The name of the first signal to arrive.
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// `auth-server locks ls|rm` on a stopped server's data directory.
+async fn locks(cmd: LocksCommand) -> Result<()> {
+    let args = match &cmd {
+        LocksCommand::Ls(a) | LocksCommand::Rm { dir: a, .. } => a,
+    };
+    let data_dir = args.data_dir()?;
+    let dir = OfflineDataDir::open(&data_dir)
+        .await
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    match &cmd {
+        LocksCommand::Ls(_) => {
+            let locks = dir.list_locks().await?;
+            let rows: Vec<[String; 4]> = locks
+                .iter()
+                .map(|l| {
+                    [
+                        l.metadata.name.clone(),
+                        l.target_text(),
+                        l.spec.message.clone(),
+                        l.metadata.expires.map_or_else(
+                            || "never".to_string(),
+                            |t| {
+                                t.format(&time::format_description::well_known::Rfc3339)
+                                    .unwrap_or_default()
+                            },
+                        ),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                machine_id_types::table::render(["ID", "Target", "Message", "Expires"], &rows)
+            );
+        }
+        LocksCommand::Rm { name, .. } => {
+            let lock = dir.remove_lock(name).await?;
+            println!(
+                "Lock {name:?} ({}) has been removed from {}; start the auth server again.",
+                lock.target_text(),
+                data_dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Start(args) = cli.command;
-    init_logging(args.debug, args.log_format);
+    let (debug, format) = match &cli.command {
+        Command::Start(args) => (args.debug, args.log_format),
+        Command::Locks(LocksCommand::Ls(a) | LocksCommand::Rm { dir: a, .. }) => {
+            (a.debug, LogFormat::Text)
+        }
+    };
+    init_logging(debug, format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -234,7 +356,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(start(args)) {
+    let run = async {
+        match cli.command {
+            Command::Start(args) => start(args).await,
+            Command::Locks(cmd) => locks(cmd).await,
+        }
+    };
+    match rt.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

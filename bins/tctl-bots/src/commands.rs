@@ -90,8 +90,64 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The longest host certificate the auth server signs (one year); a longer `--ttl` would be
+/// cut silently, so it is refused here.
+const MAX_HOST_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The most `tctl create` reads from a resource file (4 MiB).
+const MAX_RESOURCE_FILE: u64 = 4 * 1024 * 1024;
+/// The most each file of an identity directory may hold (1 MiB).
+const MAX_IDENTITY_FILE: u64 = 1024 * 1024;
+
+/// `4 MiB`, `512 KiB`, `100 bytes`.
+fn size_text(n: u64) -> String {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Reads `path` through a reader that stops after `limit + 1` bytes (so neither a huge file
+/// nor an endless one like `/dev/zero` is read whole); refuses a file over `limit`, naming
+/// the file, its size and the limit. `what` says what the file is for.
+fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let declared = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+    let mut data = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if data.len() as u64 > limit {
+        let size = match declared {
+            Some(n) if n > limit => format!("{n} bytes"),
+            _ => format!("more than {limit} bytes"),
+        };
+        bail!(
+            "{} is too large for {what}: {size}, over the limit of {limit} bytes ({}); is this the right file?",
+            path.display(),
+            size_text(limit)
+        );
+    }
+    Ok(data)
+}
+
 async fn connect(cli: &Cli) -> Result<Client> {
     let dir = &cli.identity;
+    // The files are checked through a bounded reader first, so an identity directory
+    // holding something huge (or endless) is refused before it is loaded.
+    for name in [
+        machine_id_client::files::KEY,
+        machine_id_client::files::TLS_CERT,
+        machine_id_client::files::TLS_CA_CERTS,
+    ] {
+        let path = dir.join(name);
+        if path.exists() {
+            read_bounded(&path, MAX_IDENTITY_FILE, "an identity file")?;
+        }
+    }
     let identity = ClientIdentity::load(dir).with_context(|| {
         format!(
             "cannot load the admin identity from {} (set --identity or TCTL_IDENTITY to the auth server's DATA_DIR/admin)",
@@ -494,8 +550,13 @@ fn describe(r: &Resource) -> String {
 }
 
 async fn create(client: &Client, file: &Path, force: bool) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = String::from_utf8(read_bounded(file, MAX_RESOURCE_FILE, "a resource file")?)
+        .map_err(|_| {
+            anyhow!(
+                "{} is not UTF-8 text; expected YAML resources",
+                file.display()
+            )
+        })?;
     let resources = parse_resources(&text, &file.display().to_string())?;
     // Check everything before writing anything, so a refused document leaves nothing half
     // done.
@@ -656,6 +717,9 @@ async fn bots_add(client: &Client, addr: &str, args: BotsAdd) -> Result<()> {
         bail!("--roles needs at least one role, e.g. --roles=access");
     }
     let logins: Vec<String> = args.logins.into_iter().filter(|l| !l.is_empty()).collect();
+    for l in &logins {
+        machine_id_types::check_login(l).map_err(|m| anyhow!("--logins: {m}"))?;
+    }
     let created = client
         .create_bot(&args.name, &roles, &logins, args.token.as_deref(), ttl)
         .await?;
@@ -883,7 +947,24 @@ async fn auth_sign(
     if hosts.is_empty() {
         bail!("--host needs at least one host name");
     }
+    for h in &hosts {
+        if let Some(c) = h
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || *c == ',')
+        {
+            bail!(
+                "--host: invalid host name {h:?}: {c:?} is not allowed; host names (the certificate's principals) have no spaces, commas or control characters"
+            );
+        }
+    }
     let ttl = parse_ttl(ttl)?;
+    if ttl.is_zero() || ttl > MAX_HOST_CERT_TTL {
+        bail!(
+            "--ttl: {} is out of bounds for a host certificate; use a value from 1s to {} (one year)",
+            machine_id_types::duration::format(ttl),
+            machine_id_types::duration::format(MAX_HOST_CERT_TTL)
+        );
+    }
     // The key is made here and never leaves this machine; only its public half is sent.
     let key = machine_id_mint::PrivateKey::generate(machine_id_mint::Suite::Default)?;
     let public = key.public_key().to_openssh();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use machine_id_join::iam::StsEndpoint;
 use machine_id_mint::Suite;
-use machine_id_types::{Clock, SystemClock};
+use machine_id_types::{Clock, SystemClock, duration};
 use serde::Deserialize;
 
 /// The default data directory.
@@ -50,6 +50,23 @@ pub struct AuthConfig {
     pub default_host_cert_ttl: Duration,
     /// How long a TLS handshake may take before the connection is dropped (10s).
     pub handshake_timeout: Duration,
+    /// How long a connection may move no byte before it is closed (5m): gRPC connections
+    /// and proxy connections that have not started relaying (the proxy's wait for the target
+    /// line is the shorter of this and 10s). A relaying SSH session is never idle-closed.
+    pub idle_timeout: Duration,
+    /// Connections per source IP that may be in their TLS handshake or open without a client
+    /// certificate at once (32); more are closed at once, with a log line.
+    pub max_unauthenticated_connections_per_ip: usize,
+    /// Audit events of unauthenticated callers (failed joins, anonymous proxy refusals) one
+    /// source IP may cause at once (20); the bucket refills at
+    /// [`Self::audit_events_per_minute_per_ip`].
+    pub audit_burst_per_ip: u32,
+    /// The sustained rate of such events per source IP (60 a minute). Events over the limit
+    /// are counted and summarized in one `audit.dropped` event per address.
+    pub audit_events_per_minute_per_ip: u32,
+    /// The longest lifetime of a `token`-method join token (24h): `tctl bots add --ttl`,
+    /// `tctl tokens add --ttl` and token resources beyond it are refused.
+    pub max_token_ttl: Duration,
     /// STS endpoints an `iam` join may name besides the real AWS ones (private endpoints,
     /// tests); the server only ever sends to the allow-list, never to a host a client chose.
     pub extra_sts_endpoints: Vec<StsEndpoint>,
@@ -79,20 +96,110 @@ impl AuthConfig {
             admin_cert_ttl: Duration::from_secs(365 * 24 * 3600),
             default_host_cert_ttl: Duration::from_secs(12 * 3600),
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_unauthenticated_connections_per_ip: 32,
+            audit_burst_per_ip: 20,
+            audit_events_per_minute_per_ip: 60,
+            max_token_ttl: Duration::from_secs(24 * 3600),
             extra_sts_endpoints: Vec::new(),
             sts_timeout: Duration::from_secs(10),
         }
     }
 
-    /// Checks the cluster name: non-empty, a DNS-like name (letters, digits, `-`, `.`, `_`).
+    /// Checks the cluster name (non-empty, a DNS-like name: letters, digits, `-`, `.`, `_`)
+    /// and that every lifetime, timeout and limit lies within its bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_cluster_name(&self.cluster_name).map_err(|message| ConfigError::Invalid {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
             source_name: "configuration".into(),
-            field: "auth_service.cluster_name".into(),
+            field: field.into(),
             message,
-        })
+        };
+        validate_cluster_name(&self.cluster_name)
+            .map_err(|m| invalid("auth_service.cluster_name", m))?;
+        let within = |field: &str, d: Duration, min: Duration, max: Duration| {
+            if d < min || d > max {
+                Err(invalid(
+                    field,
+                    format!(
+                        "{} is out of bounds; use a value from {} to {}",
+                        duration::format(d),
+                        duration::format(min),
+                        duration::format(max)
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let s = Duration::from_secs;
+        within(
+            "limits.handshake_timeout",
+            self.handshake_timeout,
+            Duration::from_millis(100),
+            s(300),
+        )?;
+        within(
+            "limits.idle_timeout",
+            self.idle_timeout,
+            Duration::from_millis(100),
+            s(24 * 3600),
+        )?;
+        within(
+            "auth_service.max_token_ttl",
+            self.max_token_ttl,
+            s(60),
+            MAX_TOKEN_TTL_CEILING,
+        )?;
+        within(
+            "default_token_ttl",
+            self.default_token_ttl,
+            s(60),
+            self.max_token_ttl,
+        )?;
+        within(
+            "max_renewable_ttl",
+            self.max_renewable_ttl,
+            s(60),
+            MAX_CERT_TTL_CEILING,
+        )?;
+        within(
+            "default_cert_ttl",
+            self.default_cert_ttl,
+            s(60),
+            self.max_renewable_ttl,
+        )?;
+        within(
+            "default_host_cert_ttl",
+            self.default_host_cert_ttl,
+            s(60),
+            s(365 * 24 * 3600),
+        )?;
+        within(
+            "admin_cert_ttl",
+            self.admin_cert_ttl,
+            s(60),
+            s(5 * 365 * 24 * 3600),
+        )?;
+        if self.max_unauthenticated_connections_per_ip == 0 {
+            return Err(invalid(
+                "limits.max_unauthenticated_connections_per_ip",
+                "0 would refuse every join; use at least 1".into(),
+            ));
+        }
+        if self.audit_burst_per_ip == 0 {
+            return Err(invalid(
+                "limits.audit_burst_per_ip",
+                "0 would drop every event of unauthenticated callers; use at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 }
+
+/// The longest `max_token_ttl` a configuration may set (30 days).
+pub const MAX_TOKEN_TTL_CEILING: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest renewable certificate lifetime a configuration may set (7 days).
+pub const MAX_CERT_TTL_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Checks a cluster name.
 pub(crate) fn validate_cluster_name(name: &str) -> Result<(), String> {
@@ -125,6 +232,9 @@ pub enum ConfigError {
         /// The cause (in the message, not an error source, so it is printed once).
         cause: std::io::Error,
     },
+    /// The file is over the size limit.
+    #[error(transparent)]
+    TooLarge(crate::files::FileTooLarge),
     /// The file is not valid YAML or does not have the expected shape.
     #[error("{source_name}: {field}: {message}")]
     Invalid {
@@ -152,7 +262,16 @@ pub enum ConfigError {
 /// join_service:              # the iam join method
 ///   extra_sts_endpoints:     # besides the real AWS STS endpoints (global, regional, FIPS)
 ///   - https://sts.internal.example.com
+/// limits:                    # all optional; the defaults are shown
+///   handshake_timeout: 10s   # TLS handshake
+///   idle_timeout: 5m         # no byte either way (a relaying SSH session is exempt)
+///   max_unauthenticated_connections_per_ip: 32   # in handshake or without a client cert
+///   audit_burst_per_ip: 20                       # audit events of unauthenticated callers
+///   audit_events_per_minute_per_ip: 60
 /// ```
+///
+/// `auth_service.max_token_ttl` (default `24h`) caps the lifetime of `token`-method join
+/// tokens.
 ///
 /// Unknown fields are errors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -170,6 +289,30 @@ pub struct FileConfig {
     /// The join service (iam method settings).
     #[serde(default)]
     pub join_service: JoinServiceConfig,
+    /// Timeouts and per-address limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The `limits` section: timeouts and per-address limits (see [`AuthConfig`] for each).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// How long a TLS handshake may take (`10s`).
+    #[serde(default, with = "duration::serde_opt")]
+    pub handshake_timeout: Option<Duration>,
+    /// How long a connection may move no byte (`5m`).
+    #[serde(default, with = "duration::serde_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// Connections per source IP in handshake or without a client certificate (32).
+    #[serde(default)]
+    pub max_unauthenticated_connections_per_ip: Option<usize>,
+    /// Audit events of unauthenticated callers per source IP at once (20).
+    #[serde(default)]
+    pub audit_burst_per_ip: Option<u32>,
+    /// Their sustained rate per source IP, per minute (60).
+    #[serde(default)]
+    pub audit_events_per_minute_per_ip: Option<u32>,
 }
 
 /// The `join_service` section.
@@ -198,6 +341,9 @@ pub struct AuthServiceConfig {
     /// `default` or `legacy`.
     #[serde(default)]
     pub ca_suite: Option<Suite>,
+    /// The longest lifetime of a `token`-method join token (`24h`).
+    #[serde(default, with = "duration::serde_opt")]
+    pub max_token_ttl: Option<Duration>,
 }
 
 /// The `proxy_service` section.
@@ -216,13 +362,47 @@ pub struct ProxyServiceConfig {
 }
 
 impl FileConfig {
-    /// Reads and checks the file at `path`.
+    /// Reads (at most [`crate::MAX_FILE_SIZE`] bytes) and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause,
+        use crate::files::{BoundedReadError, MAX_FILE_SIZE, read_bounded};
+        let data =
+            read_bounded(path, MAX_FILE_SIZE, "a configuration file").map_err(|e| match e {
+                BoundedReadError::Io(cause) => ConfigError::Read {
+                    path: path.to_path_buf(),
+                    cause,
+                },
+                BoundedReadError::TooLarge(e) => ConfigError::TooLarge(e),
+            })?;
+        let text = String::from_utf8(data).map_err(|_| ConfigError::Invalid {
+            source_name: path.display().to_string(),
+            field: ".".into(),
+            message: "not UTF-8 text; expected a YAML file".into(),
         })?;
         Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Applies the file's `limits` section and `auth_service.max_token_ttl` to `config`
+    /// (fields the file leaves out keep their value).
+    pub fn apply_limits(&self, config: &mut AuthConfig) {
+        let l = &self.limits;
+        if let Some(d) = l.handshake_timeout {
+            config.handshake_timeout = d;
+        }
+        if let Some(d) = l.idle_timeout {
+            config.idle_timeout = d;
+        }
+        if let Some(n) = l.max_unauthenticated_connections_per_ip {
+            config.max_unauthenticated_connections_per_ip = n;
+        }
+        if let Some(n) = l.audit_burst_per_ip {
+            config.audit_burst_per_ip = n;
+        }
+        if let Some(n) = l.audit_events_per_minute_per_ip {
+            config.audit_events_per_minute_per_ip = n;
+        }
+        if let Some(d) = self.auth_service.max_token_ttl {
+            config.max_token_ttl = d;
+        }
     }
 
     /// Parses YAML `text`; `source_name` names it in errors.
@@ -302,6 +482,51 @@ mod tests {
             Some("proxy.example.com:3080")
         );
         assert_eq!(FileConfig::parse("", "f").unwrap(), FileConfig::default());
+    }
+
+    #[test]
+    fn limits_parse_apply_and_are_bounded() {
+        let c = FileConfig::parse(
+            "auth_service:\n  max_token_ttl: 2h\nlimits:\n  handshake_timeout: 3s\n  idle_timeout: 90s\n  max_unauthenticated_connections_per_ip: 4\n  audit_burst_per_ip: 5\n  audit_events_per_minute_per_ip: 6\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let mut a = AuthConfig::new("/d", "example.com", "127.0.0.1:0".parse().unwrap());
+        c.apply_limits(&mut a);
+        assert_eq!(a.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(a.idle_timeout, Duration::from_secs(90));
+        assert_eq!(a.max_unauthenticated_connections_per_ip, 4);
+        assert_eq!(
+            (a.audit_burst_per_ip, a.audit_events_per_minute_per_ip),
+            (5, 6)
+        );
+        assert_eq!(a.max_token_ttl, Duration::from_secs(7200));
+        // The default token lifetime (1h) fits under 2h.
+        a.validate().unwrap();
+
+        let e = FileConfig::parse("limits:\n  idle_timeout: 10\n", "f.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.yaml: limits.idle_timeout: invalid duration \"10\""),
+            "{e}"
+        );
+        let e = FileConfig::parse("limits:\n  idle_timeot: 1s\n", "f.yaml").unwrap_err();
+        assert!(e.to_string().contains("idle_timeot"), "{e}");
+
+        a.max_token_ttl = Duration::from_secs(30 * 60);
+        let e = a.validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "configuration: default_token_ttl: 1h0m0s is out of bounds; use a value from 1m0s to 30m0s"
+        );
+        a.max_token_ttl = Duration::from_secs(3600);
+        a.idle_timeout = Duration::ZERO;
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.idle_timeout")
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub(crate) struct Limits {
     pub max_renewable_ttl: Duration,
     pub default_token_ttl: Duration,
     pub default_host_cert_ttl: Duration,
+    /// The longest lifetime of a `token`-method join token.
+    pub max_token_ttl: Duration,
+    /// How long a connection may move no byte before it relays (the proxy's target line).
+    pub idle_timeout: Duration,
 }
 
 /// The longest host certificate SignHostCert issues.
@@ -57,6 +61,8 @@ pub(crate) struct Core {
     pub last_event_nanos: Mutex<i128>,
     /// Moves whenever a lock changes in the store, for connections that outlive a call.
     pub lock_feed: crate::revocation::LockFeed,
+    /// The per-address rate limit on audit events of unauthenticated callers.
+    pub audit_limiter: crate::limits::AuditLimiter,
 }
 
 impl std::fmt::Debug for Core {
@@ -117,13 +123,22 @@ fn token_ref(name: &str) -> String {
 }
 
 /// How a token is named in messages and events: IAM token names are not secret; the names of
-/// `token`-method tokens are, so only their hash prefix is shown.
+/// `token`-method tokens are, so they are shown as `sha256:` and the hash prefix, the name
+/// their stored record carries.
 fn token_display(t: &ProvisionToken) -> String {
     match t.spec.join_method {
-        JoinMethod::Token => format!("sha256:{}…", token_ref(&t.metadata.name)),
+        JoinMethod::Token => state::token_display_name(&token_hash(&t.metadata.name)),
         _ => t.metadata.name.clone(),
     }
 }
+
+/// How long a token expiring at `expires` lives from `now`, or `None` for never.
+fn token_lifetime(now: OffsetDateTime, expires: Option<OffsetDateTime>) -> Option<Duration> {
+    expires.map(|e| Duration::try_from(e - now).unwrap_or(Duration::ZERO))
+}
+
+/// Slack for the clock of the `tctl` that computed a token's expiry.
+const TOKEN_TTL_SLACK: Duration = Duration::from_secs(60);
 
 fn dedup(v: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(v.len());
@@ -356,6 +371,63 @@ impl Core {
         }
     }
 
+    /// Appends an event caused by an unauthenticated caller from `remote` (a failed join, an
+    /// anonymous proxy refusal), within the per-address rate limit. An event over the limit
+    /// is counted, not written; the count is written as one `audit.dropped` event before the
+    /// address's next admitted event, or by [`Self::flush_dropped_audit`].
+    pub async fn audit_unauthenticated(
+        &self,
+        remote: Option<std::net::IpAddr>,
+        event_type: &str,
+        user: Option<&str>,
+        message: String,
+        fields: serde_json::Value,
+    ) {
+        let Some(ip) = remote else {
+            return self.audit(event_type, user, false, message, fields).await;
+        };
+        match self.audit_limiter.admit(ip, self.clock.now()) {
+            crate::limits::Admit::Yes { dropped_before } => {
+                if dropped_before > 0 {
+                    self.audit_dropped(ip, dropped_before).await;
+                }
+                self.audit(event_type, user, false, message, fields).await;
+            }
+            crate::limits::Admit::No { first } => {
+                if first {
+                    tracing::warn!(remote = %ip, event = event_type, "audit rate limit reached: events of unauthenticated calls from this address are counted, not written, until its bucket refills; an audit.dropped event will say how many");
+                }
+            }
+        }
+    }
+
+    /// Writes one `audit.dropped` event for every address with events dropped by the rate
+    /// limit and not yet summarized.
+    pub async fn flush_dropped_audit(&self) {
+        for (ip, n) in self.audit_limiter.take_dropped() {
+            self.audit_dropped(ip, n).await;
+        }
+    }
+
+    async fn audit_dropped(&self, ip: std::net::IpAddr, dropped: u64) {
+        let from = if ip.is_unspecified() {
+            "addresses beyond the tracked ones".to_string()
+        } else {
+            ip.to_string()
+        };
+        tracing::warn!(remote = %from, dropped, "audit events of unauthenticated calls were dropped by the rate limit");
+        self.audit(
+            event_types::AUDIT_DROPPED,
+            None,
+            false,
+            format!(
+                "{dropped} audit event(s) of unauthenticated calls from {from} were dropped by the per-address rate limit (limits.audit_events_per_minute_per_ip)"
+            ),
+            json!({ "remote_addr": from, "dropped": dropped }),
+        )
+        .await;
+    }
+
     // ---------------------------------------------------------------- certificates
 
     fn ttl(&self, requested_secs: u64, max: Duration) -> Duration {
@@ -437,6 +509,7 @@ impl Core {
         remote: Option<std::net::SocketAddr>,
     ) -> Result<v1::Certs> {
         let token_ref = token_ref(&req.token);
+        let remote_ip = remote.map(|a| a.ip());
         let remote = remote.map(|a| a.to_string()).unwrap_or_default();
         match self.join_with_token(&req).await {
             Ok((certs, user, generation)) => {
@@ -453,10 +526,10 @@ impl Core {
             }
             Err((e, user)) => {
                 tracing::info!(token = %token_ref, remote = %remote, error = %e, "join refused");
-                self.audit(
+                self.audit_unauthenticated(
+                    remote_ip,
                     event_types::JOIN_FAILED,
                     user.as_deref(),
-                    false,
                     e.to_string(),
                     json!({ "method": "token", "token": token_ref, "remote_addr": remote }),
                 )
@@ -484,7 +557,7 @@ impl Core {
         let subject = Self::subject_key(&req.public_key).map_err(no_user)?;
         let token_key = state::token_key(&req.token);
         let now = self.clock.now();
-        let (token, token_rev) = self
+        let (token, mut token_rev) = self
             .state
             .get::<ProvisionToken>(&token_key)
             .await
@@ -494,8 +567,9 @@ impl Core {
                     JoinError::TokenNotFound.to_string(),
                 ))
             })?;
-        let bot = machine_id_join::token::verify(&token, &req.token, now)
-            .map_err(|e| no_user(AuthError::AccessDenied(e.to_string())))?;
+        let bot = self
+            .verify_token(&token_key, token, &req.token, now)
+            .map_err(no_user)?;
         let user_name = bot_user_name(&bot);
         let with_user = |e: AuthError| (e, Some(user_name.clone()));
         let user_key = state::user_key(&user_name);
@@ -544,12 +618,35 @@ impl Core {
                     committed = true;
                     break;
                 }
-                Err(StoreError::Conflict { key } | StoreError::NotFound { key })
-                    if key == token_key =>
-                {
+                Err(StoreError::NotFound { key }) if key == token_key => {
                     return Err(with_user(AuthError::AccessDenied(
                         JoinError::TokenNotFound.to_string(),
                     )));
+                }
+                // The record changed without being consumed (the startup migration rewrote
+                // it hashed, or an admin updated it): check it again at its new revision. A
+                // consumed token is gone, so this never admits a second join.
+                Err(StoreError::Conflict { key }) if key == token_key => {
+                    let (t, r) = self
+                        .state
+                        .get::<ProvisionToken>(&token_key)
+                        .await
+                        .map_err(with_user)?
+                        .ok_or_else(|| {
+                            with_user(AuthError::AccessDenied(
+                                JoinError::TokenNotFound.to_string(),
+                            ))
+                        })?;
+                    if self
+                        .verify_token(&token_key, t, &req.token, now)
+                        .map_err(with_user)?
+                        != bot
+                    {
+                        return Err(with_user(AuthError::AccessDenied(
+                            JoinError::TokenNotFound.to_string(),
+                        )));
+                    }
+                    token_rev = r;
                 }
                 Err(StoreError::Conflict { key }) if key == user_key => {
                     let (u, r) = self
@@ -577,6 +674,24 @@ impl Core {
             .await
             .map_err(with_user)?;
         Ok((certs, user_name, 1))
+    }
+
+    /// Checks the record stored at `key` (the hash of `presented`) against the presented
+    /// secret: expiry, method, role Bot and bot name (`machine_id_join::token::verify`). A
+    /// hashed record holds no secret to compare: finding it under the hash of `presented` is
+    /// the proof, so the check runs on the record with the presented secret as its name.
+    fn verify_token(
+        &self,
+        key: &str,
+        mut token: ProvisionToken,
+        presented: &str,
+        now: OffsetDateTime,
+    ) -> Result<String> {
+        if token.spec.join_method == JoinMethod::Token && !state::holds_secret(key, &token) {
+            token.metadata.name = presented.to_string();
+        }
+        machine_id_join::token::verify(&token, presented, now)
+            .map_err(|e| AuthError::AccessDenied(e.to_string()))
     }
 
     /// GenerateUserCerts: renewal of the caller's own renewable identity (no role requests)
@@ -1024,36 +1139,90 @@ impl Core {
 
     // ---------------------------------------------------------------- tokens
 
-    /// GetToken.
+    /// The stored token `name` refers to: the token named so (for a `token`-method token, the
+    /// secret), else the secret token whose display name (`sha256:<hex prefix>`, as `tctl
+    /// tokens ls` shows it) `name` is. Returns its key, its public view and its revision.
+    async fn find_token(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, ProvisionToken, machine_id_store::Revision)>> {
+        state::check_key_name("token", name)?;
+        let key = state::token_key(name);
+        if let Some((t, rev)) = self.state.get::<ProvisionToken>(&key).await? {
+            let public = state::public_token(&key, t);
+            return Ok(Some((key, public, rev)));
+        }
+        if !name.starts_with(state::TOKEN_DISPLAY_PREFIX) {
+            return Ok(None);
+        }
+        let mut found = Vec::new();
+        for item in self.state.backend.range(state::TOKENS).await? {
+            if !state::token_key_matches_display(&item.key, name) {
+                continue;
+            }
+            let t: ProvisionToken = state::decode(&item.key, &item.value)?;
+            if t.spec.join_method == JoinMethod::Token {
+                found.push((
+                    item.key.clone(),
+                    state::public_token(&item.key, t),
+                    item.revision,
+                ));
+            }
+        }
+        match found.len() {
+            0 | 1 => Ok(found.pop()),
+            n => Err(AuthError::InvalidArgument(format!(
+                "{n} tokens start with {name:?}; give more hex characters of the hash"
+            ))),
+        }
+    }
+
+    /// GetToken: by name, or by the display name of a secret token. The secret of a
+    /// `token`-method token is never returned: the store does not hold it.
     pub async fn get_token(&self, caller: &Caller, name: &str) -> Result<ProvisionToken> {
         self.authorize(caller, "GetToken", kind::TOKEN, Verb::Read)
             .await?;
-        state::check_key_name("token", name)?;
-        self.state
-            .get::<ProvisionToken>(&state::token_key(name))
+        self.find_token(name)
             .await?
-            .map(|(t, _)| t)
+            .map(|(_, t, _)| t)
             .ok_or_else(token_not_found)
     }
 
-    /// ListTokens.
+    /// ListTokens: `token`-method tokens under their display names.
     pub async fn list_tokens(&self, caller: &Caller) -> Result<Vec<ProvisionToken>> {
         self.authorize(caller, "ListTokens", kind::TOKEN, Verb::List)
             .await?;
-        let mut v: Vec<ProvisionToken> = self
-            .state
-            .list::<ProvisionToken>(state::TOKENS)
-            .await?
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
+        let mut v = Vec::new();
+        for item in self.state.backend.range(state::TOKENS).await? {
+            let t: ProvisionToken = state::decode(&item.key, &item.value)?;
+            v.push(state::public_token(&item.key, t));
+        }
         v.sort_by(|a, b| {
             (a.metadata.expires, &a.metadata.name).cmp(&(b.metadata.expires, &b.metadata.name))
         });
         Ok(v)
     }
 
-    /// UpsertToken.
+    /// Refuses a `token`-method token that would live longer than the configured maximum
+    /// (or forever). `what` says where the lifetime came from, for the message.
+    fn check_token_ttl(&self, lifetime: Option<Duration>, what: &str) -> Result<()> {
+        let max = self.limits.max_token_ttl;
+        let max_text = machine_id_types::duration::format(max);
+        match lifetime {
+            None => Err(AuthError::InvalidArgument(format!(
+                "{what}: a token-method join token must expire, within {max_text}; set metadata.expires (or use tctl tokens add --ttl)"
+            ))),
+            Some(d) if d > max + TOKEN_TTL_SLACK => Err(AuthError::InvalidArgument(format!(
+                "{what}: the token would live {}, longer than this cluster's maximum of {max_text} for token-method join tokens (auth_service.max_token_ttl in the auth server's config); ask for a shorter --ttl",
+                machine_id_types::duration::format(Duration::from_secs(d.as_secs()))
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// UpsertToken. A `token`-method token is stored without its secret (see
+    /// [`state::token_record`]) and may live at most the configured maximum; the token is
+    /// returned as given, so its creator sees its secret this once.
     pub async fn upsert_token(
         &self,
         caller: &Caller,
@@ -1061,32 +1230,52 @@ impl Core {
         create_only: bool,
     ) -> Result<ProvisionToken> {
         state::check_key_name("token", &token.metadata.name)?;
+        if token.spec.join_method == JoinMethod::Token {
+            if token.metadata.name.starts_with(state::TOKEN_DISPLAY_PREFIX) {
+                return Err(AuthError::InvalidArgument(format!(
+                    "a token-method token's name is its secret, and names starting with {:?} are how stored tokens are shown (tctl get tokens), so it would be a secret everyone can read; choose another name, or use tctl tokens add",
+                    state::TOKEN_DISPLAY_PREFIX
+                )));
+            }
+            self.check_token_ttl(
+                token_lifetime(self.clock.now(), token.metadata.expires),
+                "metadata.expires",
+            )?;
+        }
         let key = state::token_key(&token.metadata.name);
         let shown = token_display(&token);
+        let record = state::token_record(&token);
         self.upsert(
             caller,
             "UpsertToken",
             kind::TOKEN,
             &key,
             &shown,
-            &token,
+            &record,
             create_only,
         )
         .await?;
         Ok(token)
     }
 
-    /// DeleteToken.
+    /// DeleteToken: by name (the secret) or by the display name of a secret token.
     pub async fn delete_token(&self, caller: &Caller, name: &str) -> Result<()> {
         self.authorize(caller, "DeleteToken", kind::TOKEN, Verb::Delete)
             .await?;
-        state::check_key_name("token", name)?;
-        let key = state::token_key(name);
-        let shown = match self.state.get::<ProvisionToken>(&key).await? {
-            Some((t, _)) => token_display(&t),
+        let (key, shown, rev) = match self.find_token(name).await? {
+            Some((key, t, rev)) => (key, t.metadata.name, rev),
             None => return Err(token_not_found()),
         };
-        self.state.delete(&key, token_not_found).await?;
+        match self.state.backend.compare_and_delete(&key, rev).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound { .. }) => return Err(token_not_found()),
+            Err(StoreError::Conflict { .. }) => {
+                return Err(AuthError::Retryable(format!(
+                    "token {shown} changed while it was being deleted; retry"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(user = %caller.identity.username, token = %shown, "token deleted");
         self.audit(
             event_types::RESOURCE_DELETE,
@@ -1328,6 +1517,7 @@ impl Core {
             } else {
                 Duration::from_secs(req.token_ttl_seconds)
             };
+            self.check_token_ttl(Some(ttl), "token_ttl")?;
             let expires = add(now, ttl);
             let token = ProvisionToken {
                 metadata: Metadata {
@@ -1341,9 +1531,10 @@ impl Core {
                     allow: vec![],
                 },
             };
+            // The secret is answered once, below, and never stored.
             ops.push(Op::Create {
                 key: state::token_key(secret.expose()),
-                value: state::encode(&token)?,
+                value: state::encode(&state::token_record(&token))?,
             });
             (
                 secret.expose().to_string(),

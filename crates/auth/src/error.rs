@@ -74,6 +74,51 @@ pub enum AuthError {
         /// The data directory.
         data_dir: PathBuf,
     },
+    /// A file the server reads is over its size limit.
+    #[error(transparent)]
+    FileTooLarge(#[from] crate::files::FileTooLarge),
+    /// A private file (a key, the store) is readable by others and cannot be fixed.
+    #[error(
+        "the {what} {path} (mode {mode:04o}) {problem}; run `chmod 600 {path}` as the file's owner, or chown it to the user running auth-server"
+    )]
+    InsecureFile {
+        /// The file.
+        path: PathBuf,
+        /// What the file is (`admin identity's private key`, `store`).
+        what: &'static str,
+        /// Its mode.
+        mode: u32,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The admin identity exists but the store is missing or empty: starting would create a
+    /// new cluster and orphan every bot.
+    #[error(
+        "refusing to start: the data directory {data_dir} holds an admin identity ({admin_dir}) but its store {db} is {state}, so starting would create a new cluster with new certificate authorities and every existing bot and node would stop working; restore {db} from a backup, or, to really start a new cluster, move {admin_dir} away first"
+    )]
+    StoreMissing {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The store file.
+        db: PathBuf,
+        /// The admin identity directory.
+        admin_dir: PathBuf,
+        /// `missing` or `empty`.
+        state: &'static str,
+    },
+    /// Another process (a running auth server, or an offline command) holds the data
+    /// directory.
+    #[error(
+        "the data directory {data_dir} is in use by another process ({lock_file} is locked): {hint}"
+    )]
+    DataDirInUse {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The lock file.
+        lock_file: PathBuf,
+        /// What to do.
+        hint: &'static str,
+    },
     /// The listener could not be bound.
     #[error(
         "cannot listen on {addr}: {cause}; is another auth server running there? pick another address with --auth-listen"
@@ -107,9 +152,10 @@ impl AuthError {
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::InvalidArgument(_) | Self::Config(_) => Code::InvalidArgument,
-            Self::FailedPrecondition(_) | Self::ClusterNameMismatch { .. } => {
-                Code::FailedPrecondition
-            }
+            Self::FailedPrecondition(_)
+            | Self::ClusterNameMismatch { .. }
+            | Self::StoreMissing { .. }
+            | Self::DataDirInUse { .. } => Code::FailedPrecondition,
             Self::Retryable(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Store(StoreError::Conflict { .. }) => Code::Aborted,
@@ -118,6 +164,8 @@ impl AuthError {
             Self::Store(_) => Code::Unavailable,
             Self::Mint(_)
             | Self::Io { .. }
+            | Self::FileTooLarge(_)
+            | Self::InsecureFile { .. }
             | Self::Listen { .. }
             | Self::Tls(_)
             | Self::Internal(_) => Code::Internal,

@@ -5,7 +5,7 @@
 
 use machine_id_join::iam::{self, CallerIdentity, Challenge, IamError};
 use machine_id_proto::v1;
-use machine_id_types::{ProvisionToken, User, bot_user_name, event_types};
+use machine_id_types::{JoinMethod, ProvisionToken, User, bot_user_name, event_types};
 use serde_json::json;
 
 use crate::core::{Core, lock_message};
@@ -50,6 +50,7 @@ impl Core {
         req: v1::RegisterUsingIamMethodRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<v1::Certs> {
+        let remote_ip = remote.map(|a| a.ip());
         let remote = remote.map(|a| a.to_string()).unwrap_or_default();
         let mut known = Known::default();
         match self.join_with_iam(challenge, &req, &mut known).await {
@@ -74,10 +75,10 @@ impl Core {
             Err(e) => {
                 let arn = known.caller.as_ref().map(|c| c.arn.clone());
                 tracing::info!(token = %req.token, arn = ?arn, remote = %remote, error = %e, "iam join refused");
-                self.audit(
+                self.audit_unauthenticated(
+                    remote_ip,
                     event_types::JOIN_FAILED,
                     known.user.as_deref(),
-                    false,
                     e.to_string(),
                     json!({
                         "method": "iam", "token": req.token,
@@ -130,7 +131,9 @@ impl Core {
             .get::<ProvisionToken>(&state::token_key(&req.token))
             .await?
             .ok_or_else(not_found)?;
-        if token.metadata.name != req.token {
+        // A token-method record holds no name (it is stored hashed); finding it under the
+        // hash of the presented name is enough for check_token to name the wrong method.
+        if token.spec.join_method == JoinMethod::Iam && token.metadata.name != req.token {
             return Err(not_found());
         }
         let bot =

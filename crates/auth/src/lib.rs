@@ -32,6 +32,8 @@ mod core;
 mod error;
 mod files;
 mod join_iam;
+mod limits;
+pub mod offline;
 mod proxy;
 pub mod rbac;
 mod revocation;
@@ -42,12 +44,13 @@ mod tls;
 
 pub use config::{
     AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
-    JoinServiceConfig, ProxyServiceConfig,
+    JoinServiceConfig, LimitsConfig, MAX_CERT_TTL_CEILING, MAX_TOKEN_TTL_CEILING,
+    ProxyServiceConfig,
 };
 pub use error::AuthError;
-pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
+pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE, FileTooLarge, MAX_FILE_SIZE};
 pub use machine_id_join::iam::StsEndpoint;
-pub use server::{AuthServer, BACKEND_FILE, RunningAuthServer, ShutdownHandle};
+pub use server::{AuthServer, BACKEND_FILE, LOCK_FILE, RunningAuthServer, ShutdownHandle};
 
 /// The store key layout.
 pub mod keys {

@@ -27,7 +27,8 @@ use crate::state;
 
 /// The longest target line a client may send.
 pub const MAX_TARGET_LINE: usize = 1024;
-/// How long a client has to send its target line.
+/// How long a client has at most to send its target line (less when the configured idle
+/// timeout is shorter).
 const TARGET_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dialing a node may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,14 +122,27 @@ pub(crate) async fn serve<S>(
         }
         Err(refusal) => {
             tracing::info!(user = ?refusal.user, node = ?refusal.node, remote = %remote, reason = %refusal.message, "proxy: refused");
-            core.audit(
-                event_types::PROXY_DENIED,
-                refusal.user.as_deref(),
-                false,
-                refusal.message.clone(),
-                json!({ "node": refusal.node, "remote": remote.to_string() }),
-            )
-            .await;
+            let fields = json!({ "node": refusal.node, "remote": remote.to_string() });
+            if refusal.user.is_some() {
+                core.audit(
+                    event_types::PROXY_DENIED,
+                    refusal.user.as_deref(),
+                    false,
+                    refusal.message.clone(),
+                    fields,
+                )
+                .await;
+            } else {
+                // No certificate: rate limited per source address.
+                core.audit_unauthenticated(
+                    Some(remote.ip()),
+                    event_types::PROXY_DENIED,
+                    None,
+                    refusal.message.clone(),
+                    fields,
+                )
+                .await;
+            }
             let line = format!("ERR {}\n", one_line(&refusal.message));
             let _ = stream.write_all(line.as_bytes()).await;
             let _ = stream.shutdown().await;
@@ -176,7 +190,9 @@ async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let target = read_target(stream).await.map_err(Refusal::anonymous)?;
+    let target = read_target(stream, core.limits.idle_timeout.min(TARGET_TIMEOUT))
+        .await
+        .map_err(Refusal::anonymous)?;
     let caller = core
         .authenticate(peer_certs, "ProxySSH")
         .await
@@ -245,15 +261,23 @@ where
     Ok((caller, node, upstream))
 }
 
-/// Reads the `TARGET\n` line, bounded in size and time.
-async fn read_target<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Result<String, String> {
+/// Reads the `TARGET\n` line, bounded in size and by `timeout`.
+async fn read_target<S: AsyncRead + Unpin>(
+    stream: &mut BufReader<S>,
+    timeout: Duration,
+) -> Result<String, String> {
     let mut line = Vec::with_capacity(128);
     let read = async {
         let mut limited = (&mut *stream).take(MAX_TARGET_LINE as u64 + 1);
         limited.read_until(b'\n', &mut line).await
     };
-    match tokio::time::timeout(TARGET_TIMEOUT, read).await {
-        Err(_) => return Err("no target sent within 10s".into()),
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => {
+            return Err(format!(
+                "no target sent within {}",
+                machine_id_types::duration::format(timeout)
+            ));
+        }
         Ok(Err(e)) => return Err(format!("reading the target: {e}")),
         Ok(Ok(_)) => {}
     }
@@ -350,13 +374,16 @@ mod tests {
     #[tokio::test]
     async fn target_lines_are_bounded() {
         let mut ok = BufReader::new(&b"node:22\r\nrest"[..]);
-        assert_eq!(read_target(&mut ok).await.unwrap(), "node:22");
+        assert_eq!(
+            read_target(&mut ok, TARGET_TIMEOUT).await.unwrap(),
+            "node:22"
+        );
         let long = vec![b'a'; MAX_TARGET_LINE + 10];
-        let e = read_target(&mut BufReader::new(&long[..]))
+        let e = read_target(&mut BufReader::new(&long[..]), TARGET_TIMEOUT)
             .await
             .unwrap_err();
         assert!(e.contains("longer than"), "{e}");
-        let e = read_target(&mut BufReader::new(&b"node:22"[..]))
+        let e = read_target(&mut BufReader::new(&b"node:22"[..]), TARGET_TIMEOUT)
             .await
             .unwrap_err();
         assert!(e.contains("missing"), "{e}");

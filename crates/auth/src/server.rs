@@ -23,12 +23,19 @@ use crate::config::AuthConfig;
 use crate::core::{Core, Limits};
 use crate::error::{AuthError, Result};
 use crate::files::{self, ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
+use crate::limits::{ConnLimiter, IdleIo};
 use crate::service::Api;
 use crate::state::{self, CA_KEY, CLUSTER_NAME_KEY, ClusterInfo, State};
 use crate::tls;
 
 /// The store's file name in the data directory.
 pub const BACKEND_FILE: &str = "backend.db";
+/// The file in the data directory that a running auth server (and the offline commands)
+/// hold an exclusive `flock` on.
+pub const LOCK_FILE: &str = "auth-server.lock";
+/// How often audit events dropped by the rate limit are summarized when their address sends
+/// nothing more.
+const AUDIT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts auth servers. See [`AuthServer::start`].
 #[derive(Debug)]
@@ -41,21 +48,42 @@ impl AuthServer {
     /// to `DATA_DIR/admin/`, binds `config.listen_addr` and serves gRPC over TLS until
     /// [`RunningAuthServer::shutdown`].
     ///
+    /// The data directory is held with an exclusive `flock` on [`LOCK_FILE`] until the server
+    /// stops, so a second server or an offline command (`auth-server locks rm`) cannot use it
+    /// meanwhile. Before anything is created, the server checks that it is not about to make
+    /// a new cluster next to an existing admin identity (a lost `backend.db`), and that the
+    /// private files it reads (the admin key, the store) are not open to group or others
+    /// (fixed to 0600 with a warning, refused when that fails). `token`-method tokens stored
+    /// in plaintext by an older version are rewritten hashed.
+    ///
     /// # Errors
     ///
     /// [`AuthError::ClusterNameMismatch`] when the data directory belongs to another cluster,
+    /// [`AuthError::DataDirInUse`] when another process holds it, [`AuthError::StoreMissing`]
+    /// when the store is missing or empty but the admin identity exists,
+    /// [`AuthError::InsecureFile`] for a private file open to others that cannot be fixed,
     /// [`AuthError::Listen`] when the address cannot be bound, and store, file and CA errors.
     pub async fn start(config: AuthConfig) -> Result<RunningAuthServer> {
         config.validate()?;
         files::ensure_private_dir(&config.data_dir, false)?;
+        let data_dir_lock = files::lock_data_dir(
+            &config.data_dir,
+            "an auth server is already running on it; stop it first (one data directory serves one auth server)",
+        )?;
         let db = config.data_dir.join(BACKEND_FILE);
-        let backend: Arc<dyn Backend> = Arc::new(
-            tokio::task::spawn_blocking(move || SqliteBackend::open(&db))
-                .await
-                .map_err(|e| AuthError::Internal(format!("store open task failed: {e}")))??,
-        );
+        let admin_dir = config.data_dir.join(ADMIN_IDENTITY_DIR);
+        let admin_exists = admin_identity_exists(&admin_dir);
+        if admin_exists && !db.exists() {
+            return Err(store_missing(&config.data_dir, &db, &admin_dir, "missing"));
+        }
+        files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
+        let backend = open_store(&db).await?;
         let state = State { backend };
+        if admin_exists && state.backend.get(CLUSTER_NAME_KEY).await?.is_none() {
+            return Err(store_missing(&config.data_dir, &db, &admin_dir, "empty"));
+        }
         let (ca_keys, first_start) = init_cluster(&state, &config).await?;
+        state::migrate_plaintext_tokens(&state).await?;
         let signer = Arc::new(ca_keys.signer()?);
         let ca_pins = vec![CaPin::from_cert_der(signer.tls_ca_cert_der())?];
 
@@ -107,7 +135,6 @@ impl AuthServer {
         } else {
             None
         };
-        let admin_dir = config.data_dir.join(ADMIN_IDENTITY_DIR);
         write_admin_identity(&admin_dir, &signer, config.suite, &config)?;
 
         for e in &config.extra_sts_endpoints {
@@ -129,6 +156,8 @@ impl AuthServer {
                 max_renewable_ttl: config.max_renewable_ttl,
                 default_token_ttl: config.default_token_ttl,
                 default_host_cert_ttl: config.default_host_cert_ttl,
+                max_token_ttl: config.max_token_ttl,
+                idle_timeout: config.idle_timeout,
             },
             proxy_public_addr: proxy_public_addr.clone(),
             iam: crate::join_iam::IamJoin {
@@ -138,20 +167,30 @@ impl AuthServer {
                 challenges: machine_id_join::iam::ChallengeLedger::new(),
             },
             last_event_nanos: Mutex::new(0),
+            audit_limiter: crate::limits::AuditLimiter::new(
+                config.audit_burst_per_ip,
+                config.audit_events_per_minute_per_ip,
+            ),
         });
+        let flush_core = core.clone();
         let proxy_core = config.proxy_enabled.then(|| core.clone());
         let api = Api { core };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<TlsStream<TcpStream>>>(64);
+        let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<GrpcConn>>(64);
         let acceptor = TlsAcceptor::from(tls);
+        let conn_limits = ConnLimits {
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            unauthenticated: ConnLimiter::new(config.max_unauthenticated_connections_per_ip),
+        };
         let accept = tokio::spawn(accept_loop(
             listener,
             acceptor.clone(),
             conn_tx.clone(),
             proxy_core.clone(),
             shutdown_rx.clone(),
-            config.handshake_timeout,
+            conn_limits.clone(),
         ));
         let proxy_accept = proxy_listener.map(|l| {
             tokio::spawn(accept_loop(
@@ -160,9 +199,10 @@ impl AuthServer {
                 conn_tx,
                 proxy_core,
                 shutdown_rx.clone(),
-                config.handshake_timeout,
+                conn_limits,
             ))
         });
+        let audit_flush = tokio::spawn(flush_dropped_audit(flush_core, shutdown_rx.clone()));
         let mut stop = shutdown_rx;
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
@@ -198,7 +238,57 @@ impl AuthServer {
             },
             serve,
             accept,
+            audit_flush,
+            _data_dir_lock: data_dir_lock,
         })
+    }
+}
+
+/// Whether `dir` holds an admin identity (its key or certificate).
+fn admin_identity_exists(dir: &Path) -> bool {
+    dir.join(ADMIN_KEY_FILE).exists() || dir.join(ADMIN_CERT_FILE).exists()
+}
+
+fn store_missing(data_dir: &Path, db: &Path, admin_dir: &Path, state: &'static str) -> AuthError {
+    AuthError::StoreMissing {
+        data_dir: data_dir.to_path_buf(),
+        db: db.to_path_buf(),
+        admin_dir: admin_dir.to_path_buf(),
+        state,
+    }
+}
+
+/// Opens the SQLite store at `db` and makes it and its WAL files 0600 (SQLite creates a new
+/// database with the umask's mode; the directory is 0700 already).
+pub(crate) async fn open_store(db: &Path) -> Result<Arc<dyn Backend>> {
+    let path = db.to_path_buf();
+    let backend: Arc<dyn Backend> = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteBackend::open(&path))
+            .await
+            .map_err(|e| AuthError::Internal(format!("store open task failed: {e}")))??,
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_os_string();
+        p.push(suffix);
+        files::restrict_to_owner(Path::new(&p))?;
+    }
+    Ok(backend)
+}
+
+/// Writes the summaries of audit events dropped by the rate limit every
+/// [`AUDIT_FLUSH_INTERVAL`], and once more at shutdown.
+async fn flush_dropped_audit(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(AUDIT_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => true,
+            _ = tick.tick() => false,
+        };
+        core.flush_dropped_audit().await;
+        if stop {
+            break;
+        }
     }
 }
 
@@ -276,9 +366,19 @@ fn write_admin_identity(
 ) -> Result<()> {
     files::ensure_private_dir(dir, true)?;
     let key_path = dir.join(ADMIN_KEY_FILE);
-    let existing = std::fs::read_to_string(&key_path)
-        .ok()
-        .and_then(|pem| PrivateKey::from_pem(&pem).ok());
+    files::ensure_private_file(&key_path, "admin identity's private key")?;
+    let existing = if key_path.exists() {
+        let pem = files::read_text_bounded(&key_path, "a private key")?;
+        match PrivateKey::from_pem(&pem) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(path = %key_path.display(), error = %e, "the admin identity's key cannot be read; writing a new one");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let key = match existing {
         Some(k) => k,
         None => {
@@ -313,16 +413,31 @@ fn write_admin_identity(
     Ok(())
 }
 
+/// A gRPC connection: TLS over TCP, closed when idle.
+type GrpcConn = IdleIo<TlsStream<TcpStream>>;
+
+/// The per-connection limits every listener applies.
+#[derive(Debug, Clone)]
+struct ConnLimits {
+    handshake_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+    unauthenticated: Arc<ConnLimiter>,
+}
+
 /// Accepts TCP connections until shutdown; each TLS handshake runs in its own task with a
 /// timeout, so a slow or failing client never stalls the loop. A connection that chose ALPN
 /// [`PROXY_SSH_ALPN`] goes to the SSH proxy (when `proxy` is set), every other to gRPC.
+///
+/// Each source IP may have at most `limits.unauthenticated` connections in handshake or
+/// open without a client certificate; more are closed at once. gRPC connections are closed
+/// after `limits.idle_timeout` without a byte either way.
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    conns: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+    conns: mpsc::Sender<std::io::Result<GrpcConn>>,
     proxy: Option<Arc<Core>>,
     mut shutdown: watch::Receiver<bool>,
-    handshake_timeout: std::time::Duration,
+    limits: ConnLimits,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -338,24 +453,39 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(permit) = limits.unauthenticated.try_acquire(remote.ip()) else {
+            if let Some(refused) = limits.unauthenticated.note_refusal() {
+                tracing::warn!(remote = %remote, limit = limits.unauthenticated.max_per_ip(), refused, "refusing connection: too many connections from this address are in their TLS handshake or have no client certificate (limits.max_unauthenticated_connections_per_ip); at most one such line per 10s, `refused` counts them");
+            }
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         let proxy = proxy.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let session = tls.get_ref().1;
+                    // A verified client certificate takes the connection out of the
+                    // unauthenticated count; without one it counts for its whole life.
+                    let permit = session.peer_certificates().is_none().then_some(permit);
                     if session.alpn_protocol() == Some(PROXY_SSH_ALPN.as_bytes()) {
                         if let Some(core) = proxy {
                             let certs = session
                                 .peer_certificates()
                                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+                            // The proxy bounds its own wait for the target line; a relaying
+                            // session is not idle-closed.
                             crate::proxy::serve(core, tls, certs, remote).await;
                         }
+                        drop(permit);
                         return;
                     }
-                    let _ = conns.send(Ok(tls)).await;
+                    let conn = IdleIo::new(tls, limits.idle_timeout, remote, permit);
+                    let _ = conns.send(Ok(conn)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(remote = %remote, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(remote = %remote, "TLS handshake timed out"),
@@ -392,6 +522,9 @@ pub struct RunningAuthServer {
     shutdown: ShutdownHandle,
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
+    audit_flush: JoinHandle<()>,
+    /// The data directory's lock, released when the server is dropped.
+    _data_dir_lock: std::fs::File,
 }
 
 impl RunningAuthServer {
@@ -454,6 +587,7 @@ impl RunningAuthServer {
         if let Some(p) = self.proxy_accept {
             let _ = p.await;
         }
+        let _ = self.audit_flush.await;
         served.map_err(|e| AuthError::Internal(format!("gRPC server failed: {e}")))?;
         tracing::info!(addr = %self.local_addr, "auth server stopped");
         Ok(())

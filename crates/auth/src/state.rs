@@ -7,19 +7,23 @@
 //! | `/cluster/name` | [`ClusterInfo`]: the cluster name, written once on first start |
 //! | `/cas/cluster` | the CA key material, `machine_id_mint::CaKeys::to_bytes` |
 //! | `/roles/<name>` | a `Role` |
-//! | `/tokens/<sha256 hex of the token name>` | a `ProvisionToken` (the name, i.e. the secret of a `token`-method token, is kept inside for `tctl tokens ls`) |
+//! | `/tokens/<sha256 hex of the token name>` | a `ProvisionToken`; for a `token`-method token the name (the secret) is **not** stored: `metadata.name` holds `sha256:` and the first 12 hex characters of the key's hash, what `tctl tokens ls` shows; `iam` token names are not secret and are kept |
 //! | `/users/<name>` | a `User` (bots: `bot-<name>`, with the generation label) |
 //! | `/nodes/<name>` | a `Node` |
 //! | `/locks/<name>` | a `Lock` |
 //! | `/events/<unix nanos, 20 digits>-<uuid>` | an `AuditEvent`; keys sort by time |
 //!
 //! Tokens are keyed by the hash of their name so that a join looks its token up by the hash
-//! of the presented secret, never comparing secrets in variable time (the final comparison
-//! is `machine_id_join::token::verify`'s constant-time one).
+//! of the presented secret, never comparing secrets in variable time; the store holds no
+//! secret a reader of `backend.db` could join with. Records written before hashing (whose
+//! name still hashes to their key) are rewritten at startup by
+//! [`migrate_plaintext_tokens`] with compare-and-swap, and are never shown with their
+//! secret meanwhile ([`public_token`]).
 
 use std::sync::Arc;
 
 use machine_id_store::{Backend, Item, Revision, StoreError};
+use machine_id_types::{JoinMethod, ProvisionToken};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{AuthError, Result};
@@ -76,6 +80,92 @@ pub fn role_key(name: &str) -> String {
 pub fn token_key(name: &str) -> String {
     format!("{TOKENS}{}", machine_id_join::token_hash(name))
 }
+/// How many hex characters of a secret token's hash name it in listings, logs and events.
+pub(crate) const TOKEN_DISPLAY_HEX: usize = 12;
+/// The prefix of the names secret tokens are shown under.
+pub(crate) const TOKEN_DISPLAY_PREFIX: &str = "sha256:";
+
+/// The name a `token`-method token with hash `hash` (64 hex) is stored and shown under:
+/// `sha256:` and its first 12 hex characters.
+pub(crate) fn token_display_name(hash: &str) -> String {
+    let short = hash.get(..TOKEN_DISPLAY_HEX).unwrap_or(hash);
+    format!("{TOKEN_DISPLAY_PREFIX}{short}")
+}
+
+/// The hash part of a token key.
+fn key_hash(key: &str) -> &str {
+    key.strip_prefix(TOKENS).unwrap_or(key)
+}
+
+/// What is stored at `token_key(&token.metadata.name)` for `token`: a `token`-method token
+/// loses its name (the secret) for [`token_display_name`]; others are kept as they are.
+pub(crate) fn token_record(token: &ProvisionToken) -> ProvisionToken {
+    let mut stored = token.clone();
+    if token.spec.join_method == JoinMethod::Token {
+        stored.metadata.name =
+            token_display_name(&machine_id_join::token_hash(&token.metadata.name));
+    }
+    stored
+}
+
+/// Whether the record at `key` still holds its secret: a `token`-method token written before
+/// tokens were stored hashed (its name hashes to its key).
+pub(crate) fn holds_secret(key: &str, token: &ProvisionToken) -> bool {
+    token.spec.join_method == JoinMethod::Token
+        && machine_id_join::token_hash(&token.metadata.name) == key_hash(key)
+}
+
+/// The record at `key` as clients see it: a `token`-method token always under its display
+/// name, even a record not yet migrated.
+pub(crate) fn public_token(key: &str, mut token: ProvisionToken) -> ProvisionToken {
+    if token.spec.join_method == JoinMethod::Token {
+        token.metadata.name = token_display_name(key_hash(key));
+    }
+    token
+}
+
+/// Whether `key` is the token key a display name (`sha256:` and at least 8 hex characters,
+/// as `tctl tokens ls` shows it) refers to.
+pub(crate) fn token_key_matches_display(key: &str, display: &str) -> bool {
+    match display.strip_prefix(TOKEN_DISPLAY_PREFIX) {
+        Some(hex) if hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            key_hash(key).starts_with(&hex.to_ascii_lowercase())
+        }
+        _ => false,
+    }
+}
+
+/// Rewrites every `token`-method record that still holds its secret (written before tokens
+/// were stored hashed) with compare-and-swap, so a record consumed or changed meanwhile is
+/// left to whoever changed it. Returns how many were rewritten.
+pub(crate) async fn migrate_plaintext_tokens(state: &State) -> Result<usize> {
+    let mut migrated = 0;
+    for item in state.backend.range(TOKENS).await? {
+        let token: ProvisionToken = decode(&item.key, &item.value)?;
+        if !holds_secret(&item.key, &token) {
+            continue;
+        }
+        let record = token_record(&token);
+        match state
+            .backend
+            .compare_and_swap(&item.key, item.revision, encode(&record)?)
+            .await
+        {
+            Ok(_) => migrated += 1,
+            // Consumed by a join or rewritten by another server meanwhile: nothing to do.
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if migrated > 0 {
+        tracing::info!(
+            tokens = migrated,
+            "join tokens stored in plaintext were rewritten to keep only the hash of their secret"
+        );
+    }
+    Ok(migrated)
+}
+
 /// The key of user `name`.
 pub fn user_key(name: &str) -> String {
     format!("{USERS}{name}")

@@ -33,6 +33,9 @@ pub mod event_types {
     pub const PROXY_DENIED: &str = "proxy.denied";
     /// The proxy ended an open SSH connection because a lock now applies to its caller.
     pub const PROXY_TERMINATED: &str = "proxy.terminated";
+    /// Audit events of unauthenticated callers from one address were dropped by the
+    /// per-address rate limit; the event says how many and from where.
+    pub const AUDIT_DROPPED: &str = "audit.dropped";
 }
 
 /// One audit log entry.

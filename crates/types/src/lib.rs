@@ -46,7 +46,7 @@ pub use node::{Node, NodeSpec};
 pub use resource::{Metadata, Resource, ResourceKind, parse_resources};
 pub use role::{
     ALL_VERBS, INTERNAL_LOGINS, ImpersonateConditions, LabelValues, Role, RoleConditions,
-    RoleOptions, RoleSpec, Rule, default_roles, glob_match,
+    RoleOptions, RoleSpec, Rule, check_login, default_roles, glob_match,
 };
 pub use token::{JoinMethod, ProvisionToken, SYSTEM_ROLE_BOT, TokenRule, TokenSpec};
 pub use user::{

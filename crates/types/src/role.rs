@@ -217,12 +217,7 @@ impl Role {
                 }
             }
             for l in &cond.logins {
-                if l.is_empty() || l.chars().any(|c| c.is_whitespace() || c == ',') {
-                    return Err(invalid(
-                        &format!("spec.{side}.logins"),
-                        &format!("invalid login {l:?}: no spaces or commas"),
-                    ));
-                }
+                check_login(l).map_err(|m| invalid(&format!("spec.{side}.logins"), &m))?;
             }
         }
         Ok(())
@@ -275,6 +270,31 @@ impl Role {
             rules.join(","),
         ]
     }
+}
+
+/// Checks a login (an SSH principal, or the `{{internal.logins}}` template): non-empty, at
+/// most 255 bytes, no whitespace, commas or control characters (a principal with one could
+/// not be written into `ssh_config`, sshd's principals files or a certificate request
+/// unambiguously). The error names the bad value, escaped.
+pub fn check_login(login: &str) -> Result<(), String> {
+    if login.is_empty() {
+        return Err("invalid login \"\": a login cannot be empty".into());
+    }
+    if login.len() > 255 {
+        return Err(format!(
+            "invalid login {:?}...: longer than 255 bytes",
+            login.chars().take(32).collect::<String>()
+        ));
+    }
+    if let Some(c) = login
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == ',')
+    {
+        return Err(format!(
+            "invalid login {login:?}: {c:?} is not allowed; logins have no spaces, commas or control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a resource name: non-empty, at most 253 bytes, letters, digits and `-_.@:`,
@@ -365,6 +385,33 @@ pub fn default_roles() -> Vec<Role> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn logins_refuse_spaces_commas_and_control_characters() {
+        assert!(super::check_login("root").is_ok());
+        assert!(super::check_login("{{internal.logins}}").is_ok());
+        for (bad, shown) in [
+            ("a b", "\"a b\": ' '"),
+            ("a,b", "\"a,b\": ','"),
+            ("root\u{7}", "\"root\\u{7}\": '\\u{7}'"),
+            ("ro\not", "\"ro\\not\": '\\n'"),
+        ] {
+            let e = super::check_login(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("invalid login {shown} is not allowed")),
+                "{e}"
+            );
+        }
+        assert!(super::check_login("").is_err());
+        let mut r = Role::new("dev", RoleSpec::default());
+        r.spec.deny.logins = vec!["x\ty".into()];
+        let e = r.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid role \"dev\": field spec.deny.logins: invalid login \"x\\ty\""),
+            "{e}"
+        );
+    }
+
     use super::*;
 
     #[test]

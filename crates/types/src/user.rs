@@ -65,8 +65,17 @@ pub struct LastRenewal {
 }
 
 impl User {
-    /// Checks the name and the generation label.
+    /// Checks the name, the generation label and the `logins` trait (each a valid login, see
+    /// [`crate::check_login`]).
     pub fn validate(&self) -> Result<(), TypesError> {
+        for l in self.logins() {
+            crate::role::check_login(l).map_err(|m| TypesError::Invalid {
+                kind: "user",
+                name: self.metadata.name.clone(),
+                field: "spec.traits.logins".into(),
+                message: m,
+            })?;
+        }
         validate_name(&self.metadata.name).map_err(|m| TypesError::Invalid {
             kind: "user",
             name: self.metadata.name.clone(),

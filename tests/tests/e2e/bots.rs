@@ -53,7 +53,8 @@ fn bots_add_ls_rm() {
     let user: serde_json::Value = serde_json::from_str(&users).unwrap();
     assert_eq!(user["spec"]["roles"][0], "bot-robot");
     let tokens = table(&auth.tctl(&["tokens", "ls"]).success());
-    assert_eq!(rows_starting(&tokens, &token)[0][2], "robot");
+    let shown = format!("sha256:{}", &machine_id_join::token_hash(&token)[..12]);
+    assert_eq!(rows_starting(&tokens, &shown)[0][2], "robot");
 
     let out = auth.tctl(&["bots", "rm", "robot"]).success();
     assert_eq!(out, "Bot \"robot\" deleted successfully.\n");

@@ -8,6 +8,7 @@ mod iam;
 mod iam_moto;
 mod identity;
 mod join;
+mod limits;
 mod nodes_locks_events;
 mod roles;
 mod tokens;

@@ -5,6 +5,7 @@
 mod admin;
 mod iam;
 mod join;
+mod limits;
 mod nodes;
 mod renew;
 mod restart;

@@ -144,6 +144,10 @@ async fn a_locked_bot_is_refused_everywhere() {
             token: Some(v1::Token {
                 metadata: Some(v1::Metadata {
                     name: "0123456789abcdef0123456789abcdef".into(),
+                    // token-method tokens must expire (within auth_service.max_token_ttl).
+                    expires: Some(machine_id_proto::timestamp_from(
+                        ts.clock.now() + std::time::Duration::from_secs(2 * 3600),
+                    )),
                     ..Default::default()
                 }),
                 roles: vec!["Bot".into()],
