@@ -86,6 +86,8 @@ pub(crate) struct Caller {
     /// SHA-256 (hex) of the DER certificate the caller authenticated with: what a renewal
     /// records as its parent, so that a retry of it can be told from a replay.
     pub cert_sha256: String,
+    /// SHA-256 (hex) of the DER SubjectPublicKeyInfo that certificate certifies.
+    pub key_sha256: String,
 }
 
 /// SHA-256 of `bytes`, lowercase hex.
@@ -218,6 +220,7 @@ impl Core {
         let TlsCertInfo {
             identity: id,
             issued,
+            public_key_der,
         } = parse_tls_cert(leaf.as_ref()).map_err(|e| {
             AuthError::Unauthenticated(format!(
                 "the client certificate does not carry a Machine ID identity ({e}); use a certificate this cluster issued"
@@ -260,6 +263,7 @@ impl Core {
             roles,
             issued,
             cert_sha256: sha256_hex(leaf.as_ref()),
+            key_sha256: sha256_hex(&public_key_der),
         })
     }
 
@@ -785,7 +789,9 @@ impl Core {
         }
         let generation = stored + 1;
         user.set_generation(generation);
-        user.spec.last_renewal = Some(LastRenewal {
+        // A renewal for the key the certificate already certifies is not retriable: a copy
+        // of the identity holds that key, so its replay must stay a mismatch.
+        user.spec.last_renewal = (request.public_key != caller.key_sha256).then(|| LastRenewal {
             generation,
             ..request
         });

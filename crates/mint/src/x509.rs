@@ -389,6 +389,8 @@ pub struct TlsCertInfo {
     /// When it was issued: NotBefore plus the one-minute backdate every certificate of this
     /// crate carries (whole seconds).
     pub issued: time::OffsetDateTime,
+    /// The DER SubjectPublicKeyInfo of the key it certifies.
+    pub public_key_der: Vec<u8>,
 }
 
 /// Reads the identity and the issue time of an X.509 certificate the TLS CA issued (does not
@@ -469,5 +471,6 @@ pub fn parse_tls_cert(cert_der: &[u8]) -> Result<TlsCertInfo, MintError> {
     Ok(TlsCertInfo {
         identity,
         issued: cert.validity().not_before.to_datetime() + BACKDATE,
+        public_key_der: cert.public_key().raw.to_vec(),
     })
 }

@@ -453,6 +453,19 @@ async fn a_replay_with_another_key_or_certificate_is_still_caught() {
         Code::PermissionDenied,
         "stolen",
     );
+
+    // A renewal for the certificate's own key is never a retry: every copy holds that key.
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    generate_for(&mut ts.client(&gen1).await, &gen1.key, &[], 0)
+        .await
+        .unwrap();
+    assert_code(
+        generate_for(&mut ts.client(&gen1).await, &gen1.key, &[], 0).await,
+        Code::PermissionDenied,
+        "stolen",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
