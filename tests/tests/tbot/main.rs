@@ -25,6 +25,8 @@ const EIGHT: [&str; 8] = [
 
 use machine_id_e2e::guide::{BotJoin as Join, add_bot, tbot_start_args as start_args};
 
+mod crash;
+
 fn oneshot(auth: &AuthServer, join: &Join, data: &Path, dest: &Path) -> Output {
     let mut args = start_args(auth, join, data, dest);
     args.push("--oneshot".into());
@@ -36,9 +38,10 @@ fn tls_identity(dir: &Path) -> Identity {
     parse_tls_identity(&certs_from_pem(&pem).unwrap()[0]).unwrap()
 }
 
+/// The generation of the bot identity stored in `data` (read through `current`, the
+/// symlink a save replaces with one rename, so a read sees one whole unit).
 fn generation(data: &Path) -> u64 {
-    // The files are replaced by rename, so a read sees a whole file.
-    std::fs::read_to_string(data.join("tlscert"))
+    std::fs::read_to_string(data.join("current/tlscert"))
         .ok()
         .and_then(|pem| certs_from_pem(&pem).ok())
         .and_then(|c| parse_tls_identity(&c[0]).ok())
@@ -109,6 +112,12 @@ fn oneshot_writes_the_destination_the_tools_accept() {
     for f in EIGHT {
         assert_eq!(mode(&dest.join(f)), 0o600, "{f}");
     }
+    // The identity is one unit directory that `current` names.
+    assert_eq!(
+        std::fs::read_link(data.join("current")).unwrap(),
+        Path::new("id-1")
+    );
+    assert_eq!(mode(&data.join("id-1")), 0o700);
     for f in [
         "key",
         "key.pub",
@@ -118,8 +127,9 @@ fn oneshot_writes_the_destination_the_tools_accept() {
         "sshcacerts",
         "tokenhash",
     ] {
-        assert_eq!(mode(&data.join(f)), 0o600, "data/{f}");
+        assert_eq!(mode(&data.join("current").join(f)), 0o600, "data/current/{f}");
     }
+    assert!(!data.join("pending").exists(), "no pending key at rest");
 
     // ssh-keygen parses the certificate, and its key is key.pub.
     let (ok, cert) = run(
@@ -156,7 +166,7 @@ fn oneshot_writes_the_destination_the_tools_accept() {
     // The output is impersonated, for the roles and logins asked, and never outlives the
     // bot's own (renewable) identity.
     let output = tls_identity(&dest);
-    let bot = tls_identity(&data);
+    let bot = tls_identity(&data.join("current"));
     assert_eq!(output.username, "bot-robot");
     assert_eq!(output.roles, ["ops"]);
     assert!(output.logins.contains(&"ubuntu".to_string()), "{output:?}");
@@ -600,12 +610,13 @@ fn replayed_data_dir_gets_the_bot_locked() {
     assert!(bots.contains("robot"), "{bots}");
 }
 
+/// Copies a data dir as a thief would (`cp -a`: the unit directories and the symlink).
 fn copy_dir(from: &Path, to: &PathBuf) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
+    let (ok, text) = run(
+        "cp",
+        &["-a", from.to_str().unwrap(), to.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
 }
 
 #[test]
