@@ -855,9 +855,8 @@ impl Bot {
             .metrics
             .identity_expires
             .store(new.identity.expires.unix_timestamp(), Ordering::Relaxed);
-        let stored = new.to_stored(
-            &token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()),
-        );
+        let stored = new
+            .to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
         let storage = inner.storage.clone();
         let save = tokio::task::spawn_blocking(move || storage.save(&stored));
         Ok((new, Saving::Running(save)))
@@ -865,8 +864,8 @@ impl Bot {
 
     /// Saves `id` (blocking work off the runtime).
     async fn save(&self, id: &IssuedIdentity, token_hash: Option<String>) -> Result<()> {
-        let stored =
-            id.to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
+        let stored = id
+            .to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
         let storage = self.inner.storage.clone();
         tokio::task::spawn_blocking(move || storage.save(&stored))
             .await
@@ -947,7 +946,10 @@ impl Bot {
         if let Some(pem) = found {
             match PrivateKey::from_pem(&pem) {
                 Ok(key) => {
-                    tracing::info!(generation = cur.identity.generation, "retrying the renewal with the pending key of an earlier attempt");
+                    tracing::info!(
+                        generation = cur.identity.generation,
+                        "retrying the renewal with the pending key of an earlier attempt"
+                    );
                     return Ok(key);
                 }
                 Err(e) => {

@@ -500,13 +500,15 @@ pub(crate) fn read_user_file(
 ) -> std::result::Result<Vec<u8>, UserFileError> {
     crate::bounded::read_bounded(path, limit).map_err(|e| match e {
         crate::bounded::ReadError::Io(e) => UserFileError::Io(e),
-        crate::bounded::ReadError::TooLarge { size } => UserFileError::Bot(BotError::FileTooLarge {
-            what,
-            path: path.to_path_buf(),
-            size,
-            limit,
-            fix,
-        }),
+        crate::bounded::ReadError::TooLarge { size } => {
+            UserFileError::Bot(BotError::FileTooLarge {
+                what,
+                path: path.to_path_buf(),
+                size,
+                limit,
+                fix,
+            })
+        }
     })
 }
 
@@ -719,7 +721,10 @@ destinations:
                 )),
                 "{msg}"
             );
-            assert!(msg.contains("--destination-dir outside --data-dir"), "{msg}");
+            assert!(
+                msg.contains("--destination-dir outside --data-dir"),
+                "{msg}"
+            );
         }
         // Through a symlink.
         std::os::unix::fs::symlink(&data, base.join("link")).unwrap();

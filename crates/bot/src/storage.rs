@@ -374,11 +374,13 @@ impl DataDir {
     fn read(&self, dir: &Path, name: &str) -> Result<Option<String>> {
         let p = dir.join(name);
         match crate::bounded::read_bounded(&p, FILE_LIMIT) {
-            Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| BotError::DataDir {
-                path: p,
-                message: "not UTF-8 text, so not a file tbot wrote; remove it and join again"
-                    .into(),
-            }),
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| BotError::DataDir {
+                    path: p,
+                    message: "not UTF-8 text, so not a file tbot wrote; remove it and join again"
+                        .into(),
+                }),
             Err(crate::bounded::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(None)
             }
@@ -706,7 +708,11 @@ mod tests {
         std::os::unix::fs::symlink("id-2", path.join(".tmp-current")).unwrap();
         let d = DataDir::open(path.clone()).unwrap();
         assert_eq!(d.load().unwrap(), Some(sample(1)));
-        assert_eq!(names(&path), ["current", "id-1", "lock"], "leftovers removed");
+        assert_eq!(
+            names(&path),
+            ["current", "id-1", "lock"],
+            "leftovers removed"
+        );
         // Killed after the switch, before the old unit was removed.
         d.save(&sample(2)).unwrap();
         drop(d);
@@ -785,7 +791,8 @@ mod tests {
 
     fn pending_semantics(s: &Storage) {
         assert_eq!(s.load_pending_key("aa").unwrap(), None);
-        s.save_pending_key("aa", "-----BEGIN PRIVATE KEY-----\nK\n").unwrap();
+        s.save_pending_key("aa", "-----BEGIN PRIVATE KEY-----\nK\n")
+            .unwrap();
         // Reused as many times as asked, for the same parent only.
         for _ in 0..2 {
             assert_eq!(
@@ -797,7 +804,8 @@ mod tests {
         assert_eq!(s.load_pending_key("bb").unwrap(), None);
         assert_eq!(s.load_pending_key("aa").unwrap(), None);
         // A save removes it.
-        s.save_pending_key("aa", "-----BEGIN PRIVATE KEY-----\nK\n").unwrap();
+        s.save_pending_key("aa", "-----BEGIN PRIVATE KEY-----\nK\n")
+            .unwrap();
         s.save(&sample(1)).unwrap();
         assert_eq!(s.load_pending_key("aa").unwrap(), None);
         assert_eq!(s.load().unwrap(), Some(sample(1)));
@@ -808,7 +816,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("data");
         let s = Storage::directory(&path).unwrap();
-        s.save_pending_key("aa", "-----BEGIN PRIVATE KEY-----\nK\n").unwrap();
+        s.save_pending_key("aa", "-----BEGIN PRIVATE KEY-----\nK\n")
+            .unwrap();
         assert_eq!(mode(&path.join(files::PENDING)), 0o600);
         s.clear_pending_key().unwrap();
         pending_semantics(&s);

@@ -83,7 +83,10 @@ fn assert_one_key(dir: &Path, what: &str) {
         "{what}: sshcert is not for key.pub ({fp}):\n{cert}"
     );
     let from_key = tool("openssl", &["pkey", "-in", &p("key"), "-pubout"]);
-    let from_cert = tool("openssl", &["x509", "-in", &p("tlscert"), "-noout", "-pubkey"]);
+    let from_cert = tool(
+        "openssl",
+        &["x509", "-in", &p("tlscert"), "-noout", "-pubkey"],
+    );
     assert_eq!(from_key, from_cert, "{what}: tlscert is not for key");
 }
 
@@ -167,11 +170,17 @@ fn kill_9_of_a_renewing_tbot_keeps_the_identity_whole_and_the_bot_unlocked() {
             !log_text.contains("ERROR") && !log_text.contains("locked"),
             "round {round}:\n{log_text}"
         );
-        assert!(!log_text.contains("joined the cluster"), "round {round}: re-joined");
+        assert!(
+            !log_text.contains("joined the cluster"),
+            "round {round}: re-joined"
+        );
 
         // The data dir: `current` names a whole identity, at the same or a newer generation.
         let g = generation(&data);
-        assert!(g >= last_generation, "round {round}: {g} < {last_generation}");
+        assert!(
+            g >= last_generation,
+            "round {round}: {g} < {last_generation}"
+        );
         last_generation = g;
         assert_one_key_of_data(&data, &check, round);
         if data.join("pending").exists() {
@@ -211,7 +220,10 @@ fn kill_9_of_a_renewing_tbot_keeps_the_identity_whole_and_the_bot_unlocked() {
     assert!(generation(&data) > last_generation, "{}", out.stderr);
     assert_one_key(&dest, "after the final run");
     assert_no_lock(&auth, "after the kills");
-    assert!(!data.join("pending").exists(), "a pending key outlived its renewal");
+    assert!(
+        !data.join("pending").exists(),
+        "a pending key outlived its renewal"
+    );
 }
 
 /// The stored identity: its key and tlscert are one key (via a copy, as ssh-keygen wants
@@ -220,13 +232,28 @@ fn assert_one_key_of_data(data: &Path, check: &Path, round: usize) {
     let cur = data.join("current");
     let _ = std::fs::remove_dir_all(check);
     std::fs::create_dir_all(check).unwrap();
-    let key = tool("openssl", &["pkey", "-in", cur.join("key").to_str().unwrap(), "-pubout"]);
+    let key = tool(
+        "openssl",
+        &["pkey", "-in", cur.join("key").to_str().unwrap(), "-pubout"],
+    );
     let cert = tool(
         "openssl",
-        &["x509", "-in", cur.join("tlscert").to_str().unwrap(), "-noout", "-pubkey"],
+        &[
+            "x509",
+            "-in",
+            cur.join("tlscert").to_str().unwrap(),
+            "-noout",
+            "-pubkey",
+        ],
     );
-    assert_eq!(key, cert, "round {round}: the stored key and tlscert differ");
-    let derived = tool("ssh-keygen", &["-y", "-f", cur.join("key").to_str().unwrap()]);
+    assert_eq!(
+        key, cert,
+        "round {round}: the stored key and tlscert differ"
+    );
+    let derived = tool(
+        "ssh-keygen",
+        &["-y", "-f", cur.join("key").to_str().unwrap()],
+    );
     let key_pub = std::fs::read_to_string(cur.join("key.pub")).unwrap();
     assert_eq!(
         derived.split_whitespace().nth(1),
@@ -257,7 +284,9 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
     let log = scratch.join("tbot.log");
     let mut tbot = spawn_tbot(&args, &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    until(Duration::from_secs(60), "two renewals", || generation(&data) >= 3);
+    until(Duration::from_secs(60), "two renewals", || {
+        generation(&data) >= 3
+    });
 
     // Fill the filesystem: renewals fail before anything is sent, or a renewed identity
     // cannot be saved.
@@ -265,20 +294,29 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
     let mut f = std::fs::File::create(&filler).unwrap();
     while f.write_all(&[0u8; 4096]).is_ok() {}
     let full_len = f.metadata().unwrap().len();
-    until(Duration::from_secs(60), "renewals failing for space", || {
-        let l = read_log();
-        l.contains("cannot record the key of the next renewal")
-            || l.contains("cannot save the renewed bot identity")
-    });
+    until(
+        Duration::from_secs(60),
+        "renewals failing for space",
+        || {
+            let l = read_log();
+            l.contains("cannot record the key of the next renewal")
+                || l.contains("cannot save the renewed bot identity")
+        },
+    );
     // Room for the pending key (one page) but not for a whole identity: the renewal is
     // sent, the server moves on, and the save fails.
     f.set_len(full_len - 8192).unwrap();
     f.sync_all().unwrap();
-    until(Duration::from_secs(60), "a renewed identity that cannot be saved", || {
-        read_log().contains("cannot save the renewed bot identity")
-    });
+    until(
+        Duration::from_secs(60),
+        "a renewed identity that cannot be saved",
+        || read_log().contains("cannot save the renewed bot identity"),
+    );
     let on_disk = generation(&data);
-    assert!(data.join("pending").exists(), "the renewal's key is pending");
+    assert!(
+        data.join("pending").exists(),
+        "the renewal's key is pending"
+    );
     let log_text = read_log();
     let error = log_text
         .lines()
@@ -295,12 +333,19 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
         "{body}"
     );
     let (_, metrics) = http_get(&diag, "/metrics");
-    assert_eq!(metric(&metrics, "tbot_identity_unsaved"), Some(1), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "tbot_identity_unsaved"),
+        Some(1),
+        "{metrics}"
+    );
 
     // Further attempts retry the save and do not renew from the unsaved identity.
     let renewed = read_log().matches("renewed the bot identity").count();
     until(Duration::from_secs(60), "more failed saves", || {
-        read_log().matches("cannot save the renewed bot identity").count() >= 3
+        read_log()
+            .matches("cannot save the renewed bot identity")
+            .count()
+            >= 3
     });
     assert_eq!(
         read_log().matches("renewed the bot identity").count(),
@@ -317,14 +362,19 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
     let mut tbot = spawn_tbot(&args, &log2);
     let read_log2 = || std::fs::read_to_string(&log2).unwrap_or_default();
     until(Duration::from_secs(60), "the retried renewal", || {
-        read_log2().contains("cannot save the renewed bot identity") || read_log2().contains("locked")
+        read_log2().contains("cannot save the renewed bot identity")
+            || read_log2().contains("locked")
     });
     let text = read_log2();
     assert!(
         text.contains("retrying the renewal with the pending key"),
         "{text}"
     );
-    assert!(!text.contains("locked"), "{text}\nauth log:\n{}", auth.log());
+    assert!(
+        !text.contains("locked"),
+        "{text}\nauth log:\n{}",
+        auth.log()
+    );
     assert_no_lock(&auth, "after the retry");
 
     // Space again: the identity is saved and renewals go on.
@@ -338,8 +388,16 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
     let (code, body) = http_get(&diag, "/readyz");
     assert_eq!(code, 200, "{body}");
     let (_, metrics) = http_get(&diag, "/metrics");
-    assert_eq!(metric(&metrics, "tbot_identity_unsaved"), Some(0), "{metrics}");
-    assert!(read_log2().contains("identity renewals resume"), "{}", read_log2());
+    assert_eq!(
+        metric(&metrics, "tbot_identity_unsaved"),
+        Some(0),
+        "{metrics}"
+    );
+    assert!(
+        read_log2().contains("identity renewals resume"),
+        "{}",
+        read_log2()
+    );
     assert!(!read_log2().contains("joined the cluster"));
     let _ = kill(pid(&tbot), Signal::SIGTERM);
     assert!(tbot.wait().unwrap().success(), "{}", read_log2());

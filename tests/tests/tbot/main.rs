@@ -127,7 +127,11 @@ fn oneshot_writes_the_destination_the_tools_accept() {
         "sshcacerts",
         "tokenhash",
     ] {
-        assert_eq!(mode(&data.join("current").join(f)), 0o600, "data/current/{f}");
+        assert_eq!(
+            mode(&data.join("current").join(f)),
+            0o600,
+            "data/current/{f}"
+        );
     }
     assert!(!data.join("pending").exists(), "no pending key at rest");
 
@@ -612,10 +616,7 @@ fn replayed_data_dir_gets_the_bot_locked() {
 
 /// Copies a data dir as a thief would (`cp -a`: the unit directories and the symlink).
 fn copy_dir(from: &Path, to: &PathBuf) {
-    let (ok, text) = run(
-        "cp",
-        &["-a", from.to_str().unwrap(), to.to_str().unwrap()],
-    );
+    let (ok, text) = run("cp", &["-a", from.to_str().unwrap(), to.to_str().unwrap()]);
     assert!(ok, "{text}");
 }
 
@@ -787,4 +788,102 @@ fn init_gives_the_reader_read_access() {
     )
     .failure();
     assert!(e.contains("no-such-user-here"), "{e}");
+}
+
+/// `--destination-dir` equal to, inside or around `--data-dir` is refused with one line that
+/// names both and the fix, and the identity is untouched; oversized token, CA and config
+/// files are refused with their size and the limit, without being read whole.
+#[test]
+fn overlapping_dirs_and_oversized_files_are_refused_with_one_clear_line() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let join = add_bot(&auth, "robot", "access");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest).success();
+    let before = generation(&data);
+
+    for (bad, relation) in [
+        (data.clone(), "is"),
+        (data.join("out"), "lies inside"),
+        (scratch.clone(), "contains"),
+    ] {
+        let e = oneshot(&auth, &join, &data, &bad).failure();
+        assert_eq!(
+            e.lines().filter(|l| l.starts_with("ERROR: ")).count(),
+            1,
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!(
+                "ERROR: destination {} {relation} the data directory {}",
+                bad.display(),
+                data.display()
+            )) && e.contains("choose a --destination-dir outside --data-dir"),
+            "{e}"
+        );
+    }
+    assert!(!data.join("out").exists());
+    assert!(!data.join("key").exists() && !data.join("ssh_config").exists());
+    // The identity is whole and renews.
+    oneshot(&auth, &join, &data, &dest).success();
+    assert_eq!(generation(&data), before + 1);
+
+    let big = |name: &str, len: usize| {
+        let p = scratch.join(name);
+        std::fs::write(&p, vec![b'a'; len]).unwrap();
+        p
+    };
+    let token = big("token", 100 * 1024);
+    let bad = Join {
+        token: token.display().to_string(),
+        pin: join.pin.clone(),
+    };
+    let e = oneshot(
+        &auth,
+        &bad,
+        &scratch.join("data-t"),
+        &scratch.join("dest-t"),
+    )
+    .failure();
+    assert!(
+        e.contains(&format!(
+            "ERROR: the token file {} is 102400 bytes, more than the 65536-byte limit for a token file;",
+            token.display()
+        )),
+        "{e}"
+    );
+
+    let cas = big("cas.pem", 2 << 20);
+    let fresh = add_bot(&auth, "robot2", "access");
+    let mut args = start_args(
+        &auth,
+        &fresh,
+        &scratch.join("data-c"),
+        &scratch.join("dest-c"),
+    );
+    let i = args.iter().position(|a| a == "--ca-pin").unwrap();
+    args.drain(i..i + 2);
+    args.extend([
+        "--ca-path".into(),
+        cas.display().to_string(),
+        "--oneshot".into(),
+    ]);
+    let e = run_tbot(&args, &[]).failure();
+    assert!(
+        e.contains(&format!(
+            "ERROR: the CA file {} is 2097152 bytes, more than the 1048576-byte limit for a CA file; point --ca-path",
+            cas.display()
+        )),
+        "{e}"
+    );
+
+    let config = big("tbot.yaml", (1 << 20) + 1);
+    let e = run_tbot(&["start", "-c", config.to_str().unwrap()], &[]).failure();
+    assert!(
+        e.contains(&format!(
+            "ERROR: the config file {} is 1048577 bytes, more than the 1048576-byte limit for a config file",
+            config.display()
+        )),
+        "{e}"
+    );
 }

@@ -28,8 +28,11 @@ fn crashed_write(dir: &Path, generation: u64, n: u64, renamed: usize) {
         format!("{}\n", generation + 1),
     )
     .expect("staged marker");
-    std::fs::write(dir.join(GENERATION_FILE), format!("{generation}\n{nonce}\n"))
-        .expect("odd marker");
+    std::fs::write(
+        dir.join(GENERATION_FILE),
+        format!("{generation}\n{nonce}\n"),
+    )
+    .expect("odd marker");
 }
 
 fn plain_set(dir: &Path) -> machine_id_destination::Artifacts {
@@ -63,7 +66,10 @@ fn a_write_killed_after_any_rename_is_read_whole_and_rolled_forward() {
         let marker = std::fs::read_to_string(tmp.path().join(GENERATION_FILE)).expect("marker");
         assert_eq!(marker, "4\n");
         assert!(!list(tmp.path()).iter().any(|n| n.starts_with(".tbot-tmp-")));
-        assert!(!dest.recover().expect("recover again"), "nothing left to do");
+        assert!(
+            !dest.recover().expect("recover again"),
+            "nothing left to do"
+        );
         dest.write(&artifacts(3)).expect("next write");
         assert_eq!(dest.read().expect("read"), Some(artifacts(3)));
     }
@@ -93,7 +99,11 @@ fn a_failing_write_after_an_interrupted_one_leaves_the_finished_set() {
 
     let err = dest.write(&artifacts(3)).expect_err("disk full");
     assert!(err.to_string().contains("no space left"), "{err}");
-    assert_eq!(plain_set(&mnt), artifacts(2), "rolled forward, then the write failed");
+    assert_eq!(
+        plain_set(&mnt),
+        artifacts(2),
+        "rolled forward, then the write failed"
+    );
     assert_eq!(dest.read().expect("read"), Some(artifacts(2)));
 }
 
@@ -111,7 +121,12 @@ fn kill_9_of_a_writer_never_leaves_a_mixed_set() {
     let kills = 60u32;
     for round in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash::writer_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(WRITER_ENV, &path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,7 +137,10 @@ fn kill_9_of_a_writer_never_leaves_a_mixed_set() {
         let before = marker();
         let started = Instant::now();
         while marker() == before {
-            assert!(started.elapsed() < Duration::from_secs(60), "the writer never wrote");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the writer never wrote"
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
         std::thread::sleep(Duration::from_micros(u64::from(random_u32() % 3000)));
@@ -141,8 +159,14 @@ fn kill_9_of_a_writer_never_leaves_a_mixed_set() {
         assert!(is_consistent(&set), "round {round}: read() returned a mix");
         dest.recover().expect("recover");
         let plain = plain_set(&path);
-        assert!(is_consistent(&plain), "round {round}: plain files mixed after recover");
-        assert_eq!(plain, set, "round {round}: recover left what read() returned");
+        assert!(
+            is_consistent(&plain),
+            "round {round}: plain files mixed after recover"
+        );
+        assert_eq!(
+            plain, set,
+            "round {round}: recover left what read() returned"
+        );
     }
     eprintln!("{kills} kills, {interrupted} during the rename phase");
 }
