@@ -547,9 +547,9 @@ impl DataDir {
             if stale_unit {
                 tracing::info!(path = %self.path.display(), unit = %name, "removing an identity directory an interrupted or finished save left");
                 remove_logged(&entry.path(), true);
-            } else if name.starts_with(".tmp-") {
-                remove_logged(&entry.path(), false);
-            } else if current.is_some() && files::IDENTITY.contains(&name.as_str()) {
+            } else if name.starts_with(".tmp-")
+                || (current.is_some() && files::IDENTITY.contains(&name.as_str()))
+            {
                 remove_logged(&entry.path(), false);
             }
         }

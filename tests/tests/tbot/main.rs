@@ -615,7 +615,7 @@ fn replayed_data_dir_gets_the_bot_locked() {
 }
 
 /// Copies a data dir as a thief would (`cp -a`: the unit directories and the symlink).
-fn copy_dir(from: &Path, to: &PathBuf) {
+fn copy_dir(from: &Path, to: &Path) {
     let (ok, text) = run("cp", &["-a", from.to_str().unwrap(), to.to_str().unwrap()]);
     assert!(ok, "{text}");
 }
