@@ -807,7 +807,11 @@ impl Bot {
         if let Some(unsaved) = self.read_state(|s| s.unsaved.clone()) {
             let result = self.save(&unsaved, token_hash.clone()).await;
             if let Err(e) = self.after_save(&unsaved, result) {
-                return Ok((unsaved, Saving::Failed(e)));
+                // An iam bot's renewal is a fresh join, which no generation check judges:
+                // joining again from an unsaved identity cannot get it locked.
+                if inner.join_method != JoinMethod::Iam {
+                    return Ok((unsaved, Saving::Failed(e)));
+                }
             }
         }
         let current = match self.read_state(|s| s.stored.clone()) {
