@@ -313,7 +313,14 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("starting the async runtime")
-            .and_then(|rt| rt.block_on(proxy(args))),
+            .and_then(|rt| {
+                let result = rt.block_on(proxy(args));
+                // The read of stdin sits on a blocking thread until ssh writes again; when the
+                // proxy ended the connection (a lock, the node went away), exit now instead of
+                // waiting for it.
+                rt.shutdown_background();
+                result
+            }),
         Command::Configure(args) => configure(args),
         Command::Init(args) => init(args),
     };

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use machine_id_join::{JoinError, token_hash};
-use machine_id_mint::{CaSigner, PublicKey, parse_tls_identity};
+use machine_id_mint::{CaSigner, PublicKey, TlsCertInfo, parse_tls_cert};
 use machine_id_proto::v1;
 use machine_id_store::{Op, StoreError};
 use machine_id_types::{
-    AuditEvent, BOT_LABEL, Bot, Clock, GENERATION_LABEL, Identity, ImpersonateConditions,
-    JoinMethod, Lock, LockSpec, LockTarget, Metadata, Node, ProvisionToken, Role, RoleConditions,
-    RoleSpec, Rule, SYSTEM_ROLE_BOT, TokenSpec, User, UserSpec, bot_role_name, bot_user_name,
-    event_types,
+    ADMIN_ROLE, ADMIN_USER, AuditEvent, BOT_LABEL, Bot, Clock, GENERATION_LABEL, Identity,
+    ImpersonateConditions, JoinMethod, LastRenewal, Lock, LockSpec, LockTarget, Metadata, Node,
+    ProvisionToken, Role, RoleConditions, RoleSpec, Rule, SYSTEM_ROLE_BOT, TokenSpec, User,
+    UserSpec, bot_role_name, bot_user_name, event_types,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -55,6 +55,8 @@ pub(crate) struct Core {
     /// The last event key timestamp handed out, so events of one process sort in the order
     /// they were written even when the clock stands still (tests) or steps back.
     pub last_event_nanos: Mutex<i128>,
+    /// Moves whenever a lock changes in the store, for connections that outlive a call.
+    pub lock_feed: crate::revocation::LockFeed,
 }
 
 impl std::fmt::Debug for Core {
@@ -72,6 +74,18 @@ impl std::fmt::Debug for Core {
 pub(crate) struct Caller {
     pub identity: Identity,
     pub roles: Vec<Role>,
+    /// When its certificate was issued (whole seconds), for locks that hold only
+    /// certificates issued before a moment.
+    pub issued: OffsetDateTime,
+    /// SHA-256 (hex) of the DER certificate the caller authenticated with: what a renewal
+    /// records as its parent, so that a retry of it can be told from a replay.
+    pub cert_sha256: String,
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 impl Caller {
@@ -165,6 +179,7 @@ pub(crate) fn bot_user(name: &str, logins: &[String]) -> User {
         spec: UserSpec {
             roles: vec![bot_role_name(name)],
             traits: BTreeMap::from([("logins".to_string(), logins.to_vec())]),
+            last_renewal: None,
         },
     }
 }
@@ -185,7 +200,10 @@ impl Core {
                 self.cluster_name
             ))
         })?;
-        let id = parse_tls_identity(leaf.as_ref()).map_err(|e| {
+        let TlsCertInfo {
+            identity: id,
+            issued,
+        } = parse_tls_cert(leaf.as_ref()).map_err(|e| {
             AuthError::Unauthenticated(format!(
                 "the client certificate does not carry a Machine ID identity ({e}); use a certificate this cluster issued"
             ))
@@ -211,7 +229,11 @@ impl Core {
                 rfc3339(id.expires)
             )));
         }
-        if let Some(lock) = self.lock_for(&id.username, &id.roles, now).await? {
+        // The admin identity ignores locks (and none can be made on it): a lock must never
+        // shut the cluster's owner out of removing it.
+        if !id.is_admin()
+            && let Some(lock) = self.lock_for(&id.username, &id.roles, issued, now).await?
+        {
             let message = lock_message(&id.username, &lock);
             self.audit_denied(&id.username, method, &message).await;
             return Err(AuthError::AccessDenied(message));
@@ -221,6 +243,8 @@ impl Core {
         Ok(Caller {
             identity: id,
             roles,
+            issued,
+            cert_sha256: sha256_hex(leaf.as_ref()),
         })
     }
 
@@ -238,18 +262,20 @@ impl Core {
         Ok(out)
     }
 
-    /// The first lock in force at `now` on `user` or one of `roles`.
+    /// The first lock in force at `now` on `user` or one of `roles` for a certificate
+    /// issued at `issued` (`now` for one about to be issued).
     pub(crate) async fn lock_for(
         &self,
         user: &str,
         roles: &[String],
+        issued: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Option<Lock>> {
         let locks = self.state.list::<Lock>(state::LOCKS).await?;
         Ok(locks
             .into_iter()
             .map(|(l, _)| l)
-            .find(|l| l.applies_to(user, roles, now)))
+            .find(|l| l.applies_to(user, roles, issued, now)))
     }
 
     /// Writes an `access.denied` event.
@@ -488,7 +514,7 @@ impl Core {
             return Err(with_user(missing_bot()));
         }
         if let Some(lock) = self
-            .lock_for(&user_name, &user.spec.roles, now)
+            .lock_for(&user_name, &user.spec.roles, now, now)
             .await
             .map_err(with_user)?
         {
@@ -501,6 +527,7 @@ impl Core {
         let mut committed = false;
         for _ in 0..JOIN_CAS_ATTEMPTS {
             user.set_generation(1);
+            user.spec.last_renewal = None;
             let ops = vec![
                 Op::CompareAndDelete {
                     key: token_key.clone(),
@@ -571,17 +598,24 @@ impl Core {
         }
         let subject = Self::subject_key(&req.public_key)?;
         if req.role_requests.is_empty() {
-            self.renew(caller, &subject, req.ttl_seconds).await
+            self.renew(caller, &subject, &req.public_key, req.ttl_seconds)
+                .await
         } else {
             self.impersonate(caller, &subject, &req.role_requests, req.ttl_seconds)
                 .await
         }
     }
 
+    /// Renews the caller's own renewable identity: generation `G` (the stored one) becomes
+    /// `G + 1`, recorded with the parent certificate and the new key in one compare-and-swap.
+    /// A renewal that presents `G` again after the server moved to `G + 1` is answered again
+    /// (same generation, nothing written) when it is exactly the recorded request, and is a
+    /// generation mismatch (the bot is locked) otherwise; see ARCHITECTURE's invariants.
     async fn renew(
         &self,
         caller: &Caller,
         subject: &PublicKey,
+        subject_spki: &[u8],
         ttl_seconds: u64,
     ) -> Result<v1::Certs> {
         let id = &caller.identity;
@@ -603,6 +637,32 @@ impl Core {
         })?;
         let now = self.clock.now();
         let stored = user.generation();
+        let request = LastRenewal {
+            parent: caller.cert_sha256.clone(),
+            public_key: sha256_hex(subject_spki),
+            generation: stored,
+        };
+        if id.generation.checked_add(1) == Some(stored)
+            && user.spec.last_renewal.as_ref() == Some(&request)
+        {
+            // The answer to this very renewal was lost (the server or the connection died
+            // after the commit): answer it again. Nothing moves, so any number of retries
+            // leave the bot at `stored`, and the next renewal from the certificate issued
+            // here proceeds normally.
+            let (certs, identity) = self
+                .issue_bot_certs(subject, &user, Some(stored), ttl_seconds, now)
+                .await?;
+            tracing::info!(user = %id.username, generation = stored, "answered a retried renewal again");
+            self.audit(
+                event_types::CERT_CREATE,
+                Some(&id.username),
+                true,
+                format!("re-issued the certificates of a retried renewal of {}", id.username),
+                json!({ "kind": "renewal", "retry": true, "generation": stored, "expires": rfc3339(identity.expires) }),
+            )
+            .await;
+            return Ok(certs);
+        }
         if id.generation != stored {
             return Err(self
                 .generation_mismatch(&id.username, id.generation, stored, now)
@@ -610,6 +670,10 @@ impl Core {
         }
         let generation = stored + 1;
         user.set_generation(generation);
+        user.spec.last_renewal = Some(LastRenewal {
+            generation,
+            ..request
+        });
         match self
             .state
             .backend
@@ -667,6 +731,7 @@ impl Core {
                     "renewal with certificate generation {presented} while the current generation is {stored}: the bot's certificate may have been stolen and replayed (or its data directory restored from an old copy)"
                 ),
                 created: Some(now),
+                issued_before: None,
             },
         };
         if let Err(e) = self
@@ -1157,6 +1222,16 @@ impl Core {
     ) -> Result<Lock> {
         let name = lock.metadata.name.clone();
         state::check_key_name("lock", &name)?;
+        let target = &lock.spec.target;
+        if target.user.as_deref() == Some(ADMIN_USER) || target.role.as_deref() == Some(ADMIN_ROLE)
+        {
+            let msg = format!(
+                "lock {name:?} targets the admin identity (user {ADMIN_USER:?}, role {ADMIN_ROLE:?}), which is refused: it would shut every administrator out, even from removing the lock; lock the bot, user or role that misbehaves instead"
+            );
+            self.audit_denied(&caller.identity.username, "UpsertLock", &msg)
+                .await;
+            return Err(AuthError::InvalidArgument(msg));
+        }
         if lock.spec.created.is_none() {
             lock.spec.created = Some(self.clock.now());
         }
@@ -1226,6 +1301,7 @@ impl Core {
                 )));
             }
         }
+        self.wait_out_deletion_locks(&bot_user_name(&name)).await?;
         let role = bot_role(&name, &roles);
         let user = bot_user(&name, &req.logins);
         role.validate()
@@ -1375,7 +1451,7 @@ impl Core {
             roles,
             locked: locks
                 .iter()
-                .any(|l| l.applies_to(&user.metadata.name, &user.spec.roles, now)),
+                .any(|l| l.applies_to(&user.metadata.name, &user.spec.roles, now, now)),
         }))
     }
 
@@ -1426,22 +1502,88 @@ impl Core {
         Ok(out)
     }
 
-    /// DeleteBot: the bot's user, role and `token`-method tokens, in one transaction. Locks on
-    /// the bot's user are kept (they are a record of an incident; remove them with
-    /// DeleteLock).
+    /// A bot created again under a deleted bot's name must not fall under the lock that
+    /// revoked the old bot's certificates: those locks hold certificates issued before the
+    /// second the bot was deleted ended, so creation waits out that second (at most one).
+    async fn wait_out_deletion_locks(&self, user: &str) -> Result<()> {
+        let now = self.clock.now();
+        let until = self
+            .state
+            .list::<Lock>(state::LOCKS)
+            .await?
+            .into_iter()
+            .filter(|(l, _)| l.spec.target.user.as_deref() == Some(user))
+            .filter_map(|(l, _)| l.spec.issued_before)
+            .filter(|t| *t > now)
+            .max();
+        if let Some(t) = until {
+            let wait = Duration::try_from(t - now)
+                .unwrap_or_default()
+                .min(Duration::from_secs(1));
+            tracing::debug!(
+                user,
+                ?wait,
+                "waiting out the second a bot of this name was deleted in"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// DeleteBot: the bot's user, role and `token`-method tokens, and a lock on every
+    /// certificate issued to the bot so far (its user until its longest-lived certificate has
+    /// expired, for certificates issued up to now), in one transaction. Other locks on the
+    /// bot's user are kept (they are a record of an incident; remove them with DeleteLock).
     pub async fn delete_bot(&self, caller: &Caller, name: &str) -> Result<()> {
         self.authorize(caller, "DeleteBot", kind::BOT, Verb::Delete)
             .await?;
         state::check_key_name("bot", name)?;
-        let user_key = state::user_key(&bot_user_name(name));
+        let user_name = bot_user_name(name);
+        let user_key = state::user_key(&user_name);
         let (user, user_rev) = match self.state.get::<User>(&user_key).await? {
             Some((u, r)) if u.bot_name() == Some(name) => (u, r),
             _ => return Err(not_found("bot", name, "tctl bots ls")),
         };
-        let mut ops = vec![Op::CompareAndDelete {
-            key: user_key,
-            revision: user_rev,
-        }];
+        let now = self.clock.now();
+        // Bot names are at most 249 characters; lock names 253.
+        let short: String = name.chars().take(200).collect();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let lock_name = format!("bot-deleted-{short}-{}", &id[..8]);
+        // Certificates carry whole seconds: everything issued up to now was issued before the
+        // next whole second. None outlives the longest renewable TTL (outputs never outlive
+        // the bot's own certificate).
+        let issued_before = now.replace_nanosecond(0).unwrap_or(now) + time::Duration::SECOND;
+        let lock = Lock {
+            metadata: Metadata {
+                expires: Some(add(
+                    now,
+                    self.limits.max_renewable_ttl + Duration::from_secs(120),
+                )),
+                ..Metadata::named(&lock_name)
+            },
+            spec: LockSpec {
+                target: LockTarget {
+                    user: Some(user_name.clone()),
+                    role: None,
+                },
+                message: format!(
+                    "bot {name:?} was deleted by {}: its certificates issued until then are revoked",
+                    caller.identity.username
+                ),
+                created: Some(now),
+                issued_before: Some(issued_before),
+            },
+        };
+        let mut ops = vec![
+            Op::CompareAndDelete {
+                key: user_key,
+                revision: user_rev,
+            },
+            Op::Create {
+                key: state::lock_key(&lock_name),
+                value: state::encode(&lock)?,
+            },
+        ];
         let role_key = state::role_key(&bot_role_name(name));
         if let Some((role, rev)) = self.state.get::<Role>(&role_key).await?
             && role.metadata.labels.get(BOT_LABEL).map(String::as_str) == Some(name)
@@ -1477,7 +1619,7 @@ impl Core {
             Some(&caller.identity.username),
             true,
             format!("bot {name} deleted"),
-            json!({ "bot": name, "user": user.metadata.name, "tokens_deleted": tokens }),
+            json!({ "bot": name, "user": user.metadata.name, "tokens_deleted": tokens, "lock": lock_name }),
         )
         .await;
         Ok(())
@@ -1513,6 +1655,7 @@ impl Core {
                     req.message.clone()
                 },
                 created: Some(now),
+                issued_before: None,
             },
         };
         self.state

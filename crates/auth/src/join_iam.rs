@@ -155,7 +155,10 @@ impl Core {
         if user.bot_name() != Some(bot.as_str()) {
             return Err(missing_bot());
         }
-        if let Some(lock) = self.lock_for(&user_name, &user.spec.roles, now).await? {
+        if let Some(lock) = self
+            .lock_for(&user_name, &user.spec.roles, now, now)
+            .await?
+        {
             return Err(AuthError::AccessDenied(lock_message(&user_name, &lock)));
         }
 

@@ -34,6 +34,7 @@ mod files;
 mod join_iam;
 mod proxy;
 pub mod rbac;
+mod revocation;
 mod server;
 mod service;
 mod state;

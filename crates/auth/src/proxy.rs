@@ -89,19 +89,33 @@ pub(crate) async fn serve<S>(
             // Bytes the client sent after its target line (ssh speaks first only after OK,
             // but a client may pipeline) are still in the BufReader; copy_bidirectional reads
             // through it.
-            match tokio::io::copy_bidirectional_with_sizes(
+            let relay = tokio::io::copy_bidirectional_with_sizes(
                 &mut stream,
                 &mut upstream,
                 RELAY_BUFFER,
                 RELAY_BUFFER,
-            )
-            .await
-            {
-                Ok((up, down)) => {
-                    tracing::info!(user = %user, node = %node.spec.hostname, bytes_to_node = up, bytes_from_node = down, "proxy: session ended");
-                }
-                Err(e) => {
-                    tracing::debug!(user = %user, node = %node.spec.hostname, error = %e, "proxy: relay ended with an error");
+            );
+            tokio::select! {
+                r = relay => match r {
+                    Ok((up, down)) => {
+                        tracing::info!(user = %user, node = %node.spec.hostname, bytes_to_node = up, bytes_from_node = down, "proxy: session ended");
+                    }
+                    Err(e) => {
+                        tracing::debug!(user = %user, node = %node.spec.hostname, error = %e, "proxy: relay ended with an error");
+                    }
+                },
+                message = until_locked(&core, &caller) => {
+                    // Dropping the relay closes both ends: the client's TLS stream and the
+                    // node's TCP connection.
+                    tracing::warn!(user = %user, node = %node.spec.hostname, reason = %message, "proxy: session ended by a lock");
+                    core.audit(
+                        event_types::PROXY_TERMINATED,
+                        Some(&user),
+                        false,
+                        message,
+                        json!({ "node": node.id(), "hostname": node.spec.hostname, "remote": remote.to_string() }),
+                    )
+                    .await;
                 }
             }
         }
@@ -118,6 +132,33 @@ pub(crate) async fn serve<S>(
             let line = format!("ERR {}\n", one_line(&refusal.message));
             let _ = stream.write_all(line.as_bytes()).await;
             let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// Returns (with the lock's message) once a lock applies to `caller`; checks again at every
+/// change of the locks in the store. Never returns while none applies.
+async fn until_locked(core: &Core, caller: &Caller) -> String {
+    let id = &caller.identity;
+    let mut changes = core.lock_feed.subscribe();
+    loop {
+        if changes.changed().await.is_err() {
+            // The feed is gone (the server is stopping): nothing more to check.
+            return std::future::pending().await;
+        }
+        if id.is_admin() {
+            continue;
+        }
+        let now = core.clock.now();
+        match core
+            .lock_for(&id.username, &id.roles, caller.issued, now)
+            .await
+        {
+            Ok(Some(lock)) => return crate::core::lock_message(&id.username, &lock),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(user = %id.username, error = %e, "proxy: cannot read the locks for an open session");
+            }
         }
     }
 }

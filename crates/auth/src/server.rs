@@ -117,7 +117,9 @@ impl AuthServer {
                 tracing::info!(endpoint = %e, "extra STS endpoint allowed for iam joins");
             }
         }
+        let lock_feed = crate::revocation::LockFeed::start(state.backend.clone()).await;
         let core = Arc::new(Core {
+            lock_feed,
             state,
             signer,
             cluster_name: config.cluster_name.clone(),

@@ -52,7 +52,7 @@ pub use error::MintError;
 pub use key::{PrivateKey, PublicKey};
 pub use pin::CaPin;
 pub use ssh::ssh_fingerprint;
-pub use x509::parse_tls_identity;
+pub use x509::{TlsCertInfo, parse_tls_cert, parse_tls_identity};
 
 #[doc(no_inline)]
 pub use machine_id_types::Identity;

@@ -378,6 +378,22 @@ pub(crate) fn server_cert(
 ///
 /// `expires` is NotAfter, whole seconds (X.509 times carry no fraction).
 pub fn parse_tls_identity(cert_der: &[u8]) -> Result<Identity, MintError> {
+    parse_tls_cert(cert_der).map(|c| c.identity)
+}
+
+/// An X.509 certificate the TLS CA issued, as read by [`parse_tls_cert`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsCertInfo {
+    /// The identity it carries.
+    pub identity: Identity,
+    /// When it was issued: NotBefore plus the one-minute backdate every certificate of this
+    /// crate carries (whole seconds).
+    pub issued: time::OffsetDateTime,
+}
+
+/// Reads the identity and the issue time of an X.509 certificate the TLS CA issued (does not
+/// verify the chain).
+pub fn parse_tls_cert(cert_der: &[u8]) -> Result<TlsCertInfo, MintError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| MintError::InvalidCertificate(e.to_string()))?;
     if !rest.is_empty() {
@@ -438,7 +454,7 @@ pub fn parse_tls_identity(cert_der: &[u8]) -> Result<Identity, MintError> {
             "the subject has no cluster attribute; it was not issued by a machine id tls ca".into(),
         )
     })?;
-    Ok(Identity {
+    let identity = Identity {
         username,
         roles,
         logins,
@@ -449,5 +465,9 @@ pub fn parse_tls_identity(cert_der: &[u8]) -> Result<Identity, MintError> {
         disallow_reissue,
         cluster,
         expires: cert.validity().not_after.to_datetime(),
+    };
+    Ok(TlsCertInfo {
+        identity,
+        issued: cert.validity().not_before.to_datetime() + BACKDATE,
     })
 }

@@ -228,6 +228,7 @@ impl TryFrom<v1::User> for t::User {
         let out = t::User {
             metadata: metadata(u.metadata)?,
             spec: t::UserSpec {
+                last_renewal: None,
                 roles: u.roles,
                 traits: u.traits.into_iter().map(|(k, v)| (k, v.values)).collect(),
             },
@@ -270,6 +271,7 @@ impl From<t::Lock> for v1::Lock {
             target_role: l.spec.target.role,
             message: l.spec.message,
             created: l.spec.created.map(timestamp_from),
+            issued_before: l.spec.issued_before.map(timestamp_from),
         }
     }
 }
@@ -286,6 +288,7 @@ impl TryFrom<v1::Lock> for t::Lock {
                 },
                 message: l.message,
                 created: l.created.as_ref().map(timestamp_to).transpose()?,
+                issued_before: l.issued_before.as_ref().map(timestamp_to).transpose()?,
             },
         };
         out.validate().map_err(|e| err("lock", e.to_string()))?;

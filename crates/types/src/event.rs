@@ -31,6 +31,8 @@ pub mod event_types {
     pub const PROXY_CONNECT: &str = "proxy.connect";
     /// The proxy refused an SSH connection (unknown node, labels, identity, node down).
     pub const PROXY_DENIED: &str = "proxy.denied";
+    /// The proxy ended an open SSH connection because a lock now applies to its caller.
+    pub const PROXY_TERMINATED: &str = "proxy.terminated";
 }
 
 /// One audit log entry.

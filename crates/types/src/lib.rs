@@ -49,7 +49,9 @@ pub use role::{
     RoleOptions, RoleSpec, Rule, default_roles, glob_match,
 };
 pub use token::{JoinMethod, ProvisionToken, SYSTEM_ROLE_BOT, TokenRule, TokenSpec};
-pub use user::{BOT_LABEL, Bot, GENERATION_LABEL, User, UserSpec, bot_role_name, bot_user_name};
+pub use user::{
+    BOT_LABEL, Bot, GENERATION_LABEL, LastRenewal, User, UserSpec, bot_role_name, bot_user_name,
+};
 
 /// The name of the default cluster CA kinds, as `tctl auth export --type` names them.
 pub mod ca_kind {

@@ -31,6 +31,15 @@ pub struct LockSpec {
         with = "time::serde::rfc3339::option"
     )]
     pub created: Option<OffsetDateTime>,
+    /// When set, the lock holds only certificates issued before this instant (whole
+    /// seconds): how deleting a bot revokes its unexpired certificates without locking a
+    /// bot later created under the same name.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub issued_before: Option<OffsetDateTime>,
 }
 
 /// A lock's target.
@@ -65,9 +74,19 @@ impl Lock {
         Ok(())
     }
 
-    /// Whether the lock is in force at `now` for `user` holding `roles`.
-    pub fn applies_to(&self, user: &str, roles: &[String], now: OffsetDateTime) -> bool {
+    /// Whether the lock is in force at `now` for `user` holding `roles` with a certificate
+    /// issued at `issued` (for a certificate about to be issued: `now`).
+    pub fn applies_to(
+        &self,
+        user: &str,
+        roles: &[String],
+        issued: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> bool {
         if self.metadata.is_expired(now) {
+            return false;
+        }
+        if self.spec.issued_before.is_some_and(|t| issued >= t) {
             return false;
         }
         let t = &self.spec.target;
@@ -85,5 +104,50 @@ impl Lock {
             parts.push(format!("role={r}"));
         }
         parts.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(user: Option<&str>, role: Option<&str>) -> Lock {
+        Lock {
+            metadata: Metadata::named("l"),
+            spec: LockSpec {
+                target: LockTarget {
+                    user: user.map(str::to_string),
+                    role: role.map(str::to_string),
+                },
+                ..LockSpec::default()
+            },
+        }
+    }
+
+    #[test]
+    fn applies_to_its_user_or_role_until_it_expires() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let roles = vec!["access".to_string(), "ops".to_string()];
+        let by_user = lock(Some("bot-robot"), None);
+        assert!(by_user.applies_to("bot-robot", &[], now, now));
+        assert!(!by_user.applies_to("bot-other", &roles, now, now));
+        let by_role = lock(None, Some("ops"));
+        assert!(by_role.applies_to("anyone", &roles, now, now));
+        assert!(!by_role.applies_to("anyone", &roles[..1], now, now));
+        let mut expiring = by_user.clone();
+        expiring.metadata.expires = Some(now);
+        assert!(!expiring.applies_to("bot-robot", &[], now, now));
+        assert!(expiring.applies_to("bot-robot", &[], now, now - time::Duration::SECOND));
+    }
+
+    #[test]
+    fn issued_before_holds_only_older_certificates() {
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let mut l = lock(Some("bot-robot"), None);
+        l.spec.issued_before = Some(t);
+        let later = t + time::Duration::hours(1);
+        assert!(l.applies_to("bot-robot", &[], t - time::Duration::SECOND, later));
+        assert!(!l.applies_to("bot-robot", &[], t, later));
+        assert!(!l.applies_to("bot-robot", &[], later, later));
     }
 }

@@ -39,6 +39,29 @@ pub struct UserSpec {
     /// Traits, e.g. `logins: [root]`, expanded into `{{internal.logins}}`.
     #[serde(default)]
     pub traits: BTreeMap<String, Vec<String>>,
+    /// The last renewal of a bot's identity, which the server answers again (same
+    /// generation, nothing moved) when the bot retries exactly that request after losing the
+    /// answer. Kept by the auth server; not on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renewal: Option<LastRenewal>,
+}
+
+/// What identifies a bot's last renewal: the certificate it was made with and the key it
+/// certified (SHA-256, lowercase hex), and the generation it moved the bot to.
+///
+/// A renewal presenting generation `generation - 1` from the certificate `parent` for the
+/// key `public_key` is a retry of this one, not a replay: the original holder alone has that
+/// key's private half (the bot writes it down before asking), so answering it again gives
+/// nobody anything new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastRenewal {
+    /// SHA-256 of the DER X.509 certificate the renewal was authenticated with.
+    pub parent: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of the key it certified.
+    pub public_key: String,
+    /// The generation the renewal issued.
+    pub generation: u64,
 }
 
 impl User {

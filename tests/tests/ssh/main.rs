@@ -299,3 +299,108 @@ fn twenty_parallel_sessions_through_one_proxy() {
     }
     assert!(events(&auth, "proxy.connect").len() >= 20);
 }
+
+/// Starts `ssh ... COMMAND` with stdout piped and waits for its first line.
+fn open_session(
+    config: &Path,
+    command: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new("timeout")
+        .arg("180")
+        .arg("ssh")
+        .arg("-F")
+        .arg(config)
+        .arg("root@node-name.example.com")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(
+        first.as_deref(),
+        Some("started"),
+        "the session did not start"
+    );
+    (child, lines)
+}
+
+#[test]
+fn a_new_lock_ends_open_proxy_sessions_of_its_target_only() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
+    auth.tctl(&[
+        "nodes",
+        "add",
+        "--name=node-name",
+        &format!("--addr={}", node.addr),
+    ])
+    .success();
+    let role = scratch.join("ops.yaml");
+    std::fs::write(
+        &role,
+        "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n",
+    )
+    .unwrap();
+    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    let mut configs = Vec::new();
+    for name in ["robot", "other"] {
+        let join = add_bot(&auth, name, "ops");
+        let (data, dest) = (
+            scratch.join(format!("data-{name}")),
+            scratch.join(format!("dest-{name}")),
+        );
+        oneshot(&auth, &join, &data, &dest);
+        configs.push(dest.join("ssh_config"));
+    }
+
+    // Two sessions that would each last two minutes on their own.
+    let (mut locked, locked_out) =
+        open_session(&configs[0], "echo started; sleep 120; echo finished");
+    let (mut other, mut other_out) =
+        open_session(&configs[1], "echo started; sleep 5; echo finished");
+
+    let start = std::time::Instant::now();
+    auth.tctl(&["bots", "lock", "robot", "--message=compromised runner"])
+        .success();
+    let status = loop {
+        if let Some(s) = locked.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the locked bot's session is still open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "the locked session ended {:?} after the lock",
+        start.elapsed()
+    );
+    assert!(!status.success(), "{status:?}");
+    let rest: Vec<String> = locked_out.map_while(Result::ok).collect();
+    assert!(rest.is_empty(), "the session ran on: {rest:?}");
+
+    // The other bot's session goes on to its end.
+    let last = other_out.next().and_then(Result::ok);
+    assert_eq!(last.as_deref(), Some("finished"));
+    assert!(other.wait().unwrap().success());
+
+    let ended = events(&auth, "proxy.terminated");
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["user"], "bot-robot");
+    assert!(
+        ended[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compromised runner"),
+        "{ended:?}"
+    );
+}

@@ -361,3 +361,278 @@ async fn a_certificate_expired_in_real_time_gets_a_message_not_a_tls_alert() {
         "expired at",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_renewal_is_answered_again_without_moving_the_generation() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    let mut client = ts.client(&gen1).await;
+    let key = new_key();
+    // The first answer is "lost": the bot asks again with the same certificate and key.
+    let first = generate_for(&mut client, &key, &[], 0).await.unwrap();
+    assert_eq!(first.identity().generation, 2);
+    for _ in 0..3 {
+        let again = generate_for(&mut ts.client(&gen1).await, &key, &[], 0)
+            .await
+            .unwrap();
+        assert_eq!(again.identity().generation, 2);
+        assert_ne!(
+            again.certs.tls_cert, first.certs.tls_cert,
+            "a fresh certificate"
+        );
+    }
+    let mut admin = ts.admin().await;
+    assert!(
+        events(&mut admin, "cert.generation_mismatch")
+            .await
+            .is_empty()
+    );
+    let retries = events(&mut admin, "cert.create").await;
+    assert_eq!(retries.len(), 4);
+    assert_eq!(
+        retries
+            .iter()
+            .filter(|e| e.fields_json.contains("\"retry\":true"))
+            .count(),
+        3,
+        "{retries:?}"
+    );
+
+    // The re-issued certificate renews on normally, and then the old request is a replay.
+    let again = generate_for(&mut ts.client(&gen1).await, &key, &[], 0)
+        .await
+        .unwrap();
+    let gen3 = generate(&mut ts.client(&again).await, &[], 0)
+        .await
+        .unwrap();
+    assert_eq!(gen3.identity().generation, 3);
+    assert_code(
+        generate_for(&mut ts.client(&gen1).await, &key, &[], 0).await,
+        Code::PermissionDenied,
+        "stolen",
+    );
+    assert_eq!(
+        events(&mut admin, "cert.generation_mismatch").await.len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_another_key_or_certificate_is_still_caught() {
+    // Same parent certificate, another key: a thief holding a copy of the old identity.
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    let key = new_key();
+    generate_for(&mut ts.client(&gen1).await, &key, &[], 0)
+        .await
+        .unwrap();
+    assert_code(
+        generate_for(&mut ts.client(&gen1).await, &new_key(), &[], 0).await,
+        Code::PermissionDenied,
+        "stolen",
+    );
+
+    // Same key, another certificate of the same generation: not the recorded request either.
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    let key = new_key();
+    let gen2 = generate_for(&mut ts.client(&gen1).await, &key, &[], 0)
+        .await
+        .unwrap();
+    let gen3 = generate(&mut ts.client(&gen2).await, &[], 0).await.unwrap();
+    assert_eq!(gen3.identity().generation, 3);
+    assert_code(
+        generate_for(&mut ts.client(&gen1).await, &key, &[], 0).await,
+        Code::PermissionDenied,
+        "stolen",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_survives_a_restart_of_the_server() {
+    let mut ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let gen1 = ts.join(&token).await.unwrap();
+    let key = new_key();
+    generate_for(&mut ts.client(&gen1).await, &key, &[], 0)
+        .await
+        .unwrap();
+    ts.restart().await;
+    let again = generate_for(&mut ts.client(&gen1).await, &key, &[], 0)
+        .await
+        .unwrap();
+    assert_eq!(again.identity().generation, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_on_the_admin_are_refused_and_ignored() {
+    let ts = TestServer::start().await;
+    let mut admin = ts.admin().await;
+    for (user, role) in [(Some("admin"), None), (None, Some("@admin"))] {
+        let msg = assert_code(
+            admin
+                .upsert_lock(v1::UpsertLockRequest {
+                    lock: Some(v1::Lock {
+                        metadata: Some(v1::Metadata {
+                            name: "lockout".into(),
+                            ..Default::default()
+                        }),
+                        target_user: user.map(str::to_string),
+                        target_role: role.map(str::to_string),
+                        message: "oops".into(),
+                        created: None,
+                        issued_before: None,
+                    }),
+                    create_only: true,
+                })
+                .await,
+            Code::InvalidArgument,
+            "targets the admin identity",
+        );
+        assert!(msg.contains("lock the bot, user or role"), "{msg}");
+    }
+    assert!(
+        admin
+            .list_locks(v1::ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .locks
+            .is_empty()
+    );
+
+    // A lock on the admin that reached the store anyway (an older version wrote it) is
+    // ignored by the admin, who can remove it; it still holds everyone else with the role.
+    let mut ts = ts;
+    ts.stop().await;
+    {
+        use machine_id_store::Backend as _;
+        let store = machine_id_store::SqliteBackend::open(
+            &ts.data_dir().join(machine_id_auth::BACKEND_FILE),
+        )
+        .unwrap();
+        for (name, user, role) in [
+            ("old-user-lock", Some("admin"), None),
+            ("old-role-lock", None, Some("@admin")),
+        ] {
+            let lock = machine_id_types::Lock {
+                metadata: machine_id_types::Metadata::named(name),
+                spec: machine_id_types::LockSpec {
+                    target: machine_id_types::LockTarget {
+                        user: user.map(str::to_string),
+                        role: role.map(str::to_string),
+                    },
+                    message: "old".into(),
+                    created: None,
+                    issued_before: None,
+                },
+            };
+            store
+                .create(
+                    &format!("/locks/{name}"),
+                    serde_json::to_vec(&lock).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    ts.restart().await;
+    let mut admin = ts.admin().await;
+    let locks = admin
+        .list_locks(v1::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .locks;
+    assert_eq!(locks.len(), 2, "the planted locks are there: {locks:?}");
+    for name in ["old-user-lock", "old-role-lock"] {
+        admin
+            .delete_lock(v1::GetByNameRequest { name: name.into() })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_bot_revokes_its_unexpired_certificates_but_not_a_new_bot_of_that_name() {
+    let ts = TestServer::start().await;
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let bot = ts.join(&token).await.unwrap();
+    let output = generate(&mut ts.client(&bot).await, &["access"], 0)
+        .await
+        .unwrap();
+    // Both still work before the deletion.
+    ts.client(&output)
+        .await
+        .get_role(v1::GetByNameRequest {
+            name: "access".into(),
+        })
+        .await
+        .unwrap();
+    let mut admin = ts.admin().await;
+    admin
+        .delete_bot(v1::GetByNameRequest {
+            name: "robot".into(),
+        })
+        .await
+        .unwrap();
+    for id in [&bot, &output] {
+        let msg = assert_code(
+            ts.client(id)
+                .await
+                .get_role(v1::GetByNameRequest {
+                    name: "access".into(),
+                })
+                .await,
+            Code::PermissionDenied,
+            "was deleted",
+        );
+        assert!(msg.contains("tctl locks rm"), "{msg}");
+    }
+    assert_code(
+        generate(&mut ts.client(&bot).await, &["access"], 0).await,
+        Code::PermissionDenied,
+        "was deleted",
+    );
+    let locks = admin
+        .list_locks(v1::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .locks;
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    assert_eq!(locks[0].target_user.as_deref(), Some("bot-robot"));
+    assert!(locks[0].issued_before.is_some());
+    assert!(locks[0].metadata.as_ref().unwrap().expires.is_some());
+
+    // A bot created again under that name (once the clock has left the second of the
+    // deletion) joins and works; the old certificates stay revoked.
+    ts.clock.advance(Duration::from_secs(1));
+    let token = ts.add_bot("robot", &["access"], &[]).await;
+    let new = ts.join(&token).await.unwrap();
+    let renewed = generate(&mut ts.client(&new).await, &[], 0).await.unwrap();
+    assert_eq!(renewed.identity().generation, 2);
+    assert_code(
+        ts.client(&output)
+            .await
+            .get_role(v1::GetByNameRequest {
+                name: "access".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "was deleted",
+    );
+    // The lock ends when the longest certificate the old bot could hold has expired.
+    ts.clock.advance(Duration::from_secs(24 * 3600 + 121));
+    let bots = admin
+        .list_bots(v1::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .bots;
+    assert_eq!(bots.len(), 1);
+    assert!(!bots[0].locked);
+}

@@ -179,7 +179,17 @@ pub async fn generate(
     roles: &[&str],
     ttl_seconds: u64,
 ) -> Result<BotIdentity, tonic::Status> {
-    let key = new_key();
+    generate_for(client, &new_key(), roles, ttl_seconds).await
+}
+
+/// [`generate`] for a given key (a retry of a renewal sends the same key again).
+pub async fn generate_for(
+    client: &mut AuthServiceClient<Channel>,
+    key: &PrivateKey,
+    roles: &[&str],
+    ttl_seconds: u64,
+) -> Result<BotIdentity, tonic::Status> {
+    let key = PrivateKey::from_pem(&key.to_pem()).unwrap();
     let certs = client
         .generate_user_certs(v1::GenerateUserCertsRequest {
             public_key: key.public_key().to_spki_der(),

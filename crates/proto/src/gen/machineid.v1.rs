@@ -136,6 +136,9 @@ pub struct Lock {
     pub message: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "5")]
     pub created: ::core::option::Option<::prost_types::Timestamp>,
+    /// When set, only certificates issued before this instant are locked.
+    #[prost(message, optional, tag = "6")]
+    pub issued_before: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// An audit event.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
