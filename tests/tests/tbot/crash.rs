@@ -307,6 +307,8 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
     // sent, the server moves on, and the save fails.
     f.set_len(full_len - 8192).unwrap();
     f.sync_all().unwrap();
+    // Closed, so that removing it later frees the space.
+    drop(f);
     until(
         Duration::from_secs(60),
         "a renewed identity that cannot be saved",
@@ -379,9 +381,15 @@ fn a_full_data_dir_never_moves_the_server_past_the_disk() {
 
     // Space again: the identity is saved and renewals go on.
     std::fs::remove_file(&filler).unwrap();
-    until(Duration::from_secs(60), "the identity saved", || {
-        generation(&data) > on_disk
-    });
+    let started = Instant::now();
+    while generation(&data) <= on_disk {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the identity was not saved after space was freed:\n{}",
+            read_log2()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     until(Duration::from_secs(60), "renewals after the save", || {
         generation(&data) >= on_disk + 3
     });
