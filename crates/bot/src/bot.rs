@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use machine_id_client::{
@@ -121,6 +121,15 @@ impl BotBuilder {
         }
         if let Some(p) = &config.onboarding.ca_path {
             b = b.ca_path(p);
+        }
+        // Before the data directory is created or locked: a destination that overlaps it
+        // would overwrite (or be) the bot's own identity.
+        if let Some(data) = config.storage.data_dir() {
+            for d in &config.destinations {
+                if let Some(dir) = &d.directory {
+                    crate::config::check_overlap(&data, &dir.path)?;
+                }
+            }
         }
         b.storage = Some(match config.storage.data_dir() {
             Some(dir) => Storage::directory(dir)?,
@@ -281,6 +290,12 @@ impl BotBuilder {
             );
         }
         let pins = parse_pins(&self.ca_pins)?;
+        let storage = self.storage.unwrap_or_else(Storage::memory);
+        if let Some(data) = storage.data_dir() {
+            for dir in self.outputs.iter().filter_map(|o| o.dir.as_deref()) {
+                crate::config::check_overlap(data, dir)?;
+            }
+        }
         let tbot_path = match self.tbot_path {
             Some(p) => absolute(&p),
             None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tbot")),
@@ -296,7 +311,7 @@ impl BotBuilder {
                 certificate_ttl: self.certificate_ttl,
                 renewal_interval: self.renewal_interval,
                 oneshot: self.oneshot,
-                storage: self.storage.unwrap_or_else(Storage::memory),
+                storage,
                 outputs: self.outputs,
                 clock: self.clock,
                 tbot_path,
@@ -304,6 +319,7 @@ impl BotBuilder {
                 aws_env: self.aws_env,
                 state: RwLock::default(),
                 metrics: Metrics::default(),
+                save_error: Mutex::default(),
                 renew_now: Notify::new(),
                 stop: stop_tx,
             }),
@@ -331,13 +347,36 @@ pub(crate) struct Metrics {
     pub(crate) expires: AtomicI64,
     /// Unix seconds the bot's own identity expires (0: none yet).
     pub(crate) identity_expires: AtomicI64,
+    /// Set while the bot holds a renewed identity it could not save.
+    pub(crate) identity_unsaved: AtomicBool,
 }
 
 /// What a renewal produced, for the accessors.
 #[derive(Default)]
 struct State {
-    bot: Option<IssuedIdentity>,
+    /// The bot identity durably stored (loaded at start, or saved by this process): the only
+    /// one a renewal is ever sent from.
+    stored: Option<IssuedIdentity>,
+    /// A newer identity the server issued that could not be saved yet. It serves the outputs
+    /// (impersonated certificates do not move the generation) but is never renewed from: a
+    /// restart would present the stored one, which the server would then have moved past.
+    unsaved: Option<IssuedIdentity>,
     outputs: Vec<OutputState>,
+}
+
+impl State {
+    /// The bot identity in use: the unsaved one if any, else the stored one.
+    fn bot(&self) -> Option<&IssuedIdentity> {
+        self.unsaved.as_ref().or(self.stored.as_ref())
+    }
+}
+
+/// How saving the renewed identity is going.
+enum Saving {
+    /// The save runs (fsyncs) while the outputs are fetched and written.
+    Running(tokio::task::JoinHandle<Result<()>>),
+    /// The identity in use could not be saved (again); no renewal was sent.
+    Failed(BotError),
 }
 
 #[derive(Clone)]
@@ -364,6 +403,8 @@ struct Inner {
     aws_env: Option<AwsEnv>,
     state: RwLock<State>,
     metrics: Metrics,
+    /// Why the renewed identity could not be saved, while it cannot.
+    save_error: Mutex<Option<String>>,
     renew_now: Notify,
     stop: watch::Sender<bool>,
 }
@@ -382,8 +423,13 @@ pub struct Status {
     pub seconds_until_expiry: Option<i64>,
     /// Seconds until the bot's own identity expires.
     pub identity_seconds_until_expiry: Option<i64>,
-    /// Whether the outputs hold valid certificates and either the last renewal succeeded or
-    /// the certificates are far (more than half their TTL) from expiry.
+    /// Whether the bot holds a renewed identity of its own that it could not save (a full or
+    /// read-only data directory): outputs keep being renewed from it, the bot identity is
+    /// not renewed again until it is saved. See [`Bot::identity_save_error`].
+    pub identity_unsaved: bool,
+    /// Whether the outputs hold valid certificates, the bot's identity is saved, and either
+    /// the last renewal succeeded or the certificates are far (more than half their TTL)
+    /// from expiry.
     pub ready: bool,
 }
 
@@ -452,7 +498,7 @@ impl Bot {
 
     /// The bot's own renewable identity, or `None` before the first join.
     pub fn bot_identity(&self) -> Option<Identity> {
-        self.read_state(|s| s.bot.as_ref().map(|b| b.identity.clone()))
+        self.read_state(|s| s.bot().map(|b| b.identity.clone()))
     }
 
     /// The files of output `index` as last written.
@@ -472,7 +518,7 @@ impl Bot {
             s.outputs
                 .first()
                 .map(|o| o.issued.certs.tls_ca_certs.clone())
-                .or_else(|| s.bot.as_ref().map(|b| b.certs.tls_ca_certs.clone()))
+                .or_else(|| s.bot().map(|b| b.certs.tls_ca_certs.clone()))
                 .unwrap_or_default()
         })
     }
@@ -493,17 +539,51 @@ impl Bot {
         let seconds_until_expiry = left(m.expires.load(Ordering::Relaxed));
         let last_ok = m.last_ok.load(Ordering::Relaxed);
         let ttl = i64::try_from(self.inner.certificate_ttl.as_secs()).unwrap_or(i64::MAX);
-        let ready = match seconds_until_expiry {
-            Some(s) => s > 0 && (last_ok || s > ttl / 2),
-            None => false,
-        };
+        let identity_unsaved = m.identity_unsaved.load(Ordering::Relaxed);
+        let ready = !identity_unsaved
+            && match seconds_until_expiry {
+                Some(s) => s > 0 && (last_ok || s > ttl / 2),
+                None => false,
+            };
         Status {
             renewals: m.renewals.load(Ordering::Relaxed),
             failures: m.failures.load(Ordering::Relaxed),
             last_ok,
             seconds_until_expiry,
             identity_seconds_until_expiry: left(m.identity_expires.load(Ordering::Relaxed)),
+            identity_unsaved,
             ready,
+        }
+    }
+
+    /// Why the bot's renewed identity could not be saved, while it cannot (what `/readyz`
+    /// says); `None` when the identity in use is the stored one.
+    pub fn identity_save_error(&self) -> Option<String> {
+        self.inner
+            .save_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Finishes writes to directory destinations that a killed tbot left half-renamed (see
+    /// `DirectoryDestination::recover`), so each set is whole before anything else happens.
+    /// [`Bot::run`] does this first, before contacting the auth server; failures are logged.
+    pub async fn recover_destinations(&self) {
+        for out in &self.inner.outputs {
+            let dest = out.destination.clone();
+            match tokio::task::spawn_blocking(move || dest.recover()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(output = %out.describe, "finished a destination write that was interrupted");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(output = %out.describe, error = %e, "cannot finish an interrupted destination write; the next write replaces the set");
+                }
+                Err(e) => {
+                    tracing::warn!(output = %out.describe, error = %e, "recovering the destination failed");
+                }
+            }
         }
     }
 
@@ -523,6 +603,7 @@ impl Bot {
     /// keeping the last good files; a bot that is locked or deleted, or whose identity expired
     /// with no token to join again, ends with the error.
     pub async fn run(&self) -> Result<()> {
+        self.recover_destinations().await;
         let mut stop = self.inner.stop.subscribe();
         let max = self.inner.renewal_interval.clamp(RETRY_BASE, RETRY_MAX);
         let mut backoff = Backoff::new(RETRY_BASE, max);
@@ -589,12 +670,84 @@ impl Bot {
     }
 
     async fn renew_inner(&self) -> Result<()> {
-        let (bot, save) = self.renew_identity().await?;
+        let (bot, saving) = self.renew_identity().await?;
         // The identity is saved (fsyncs) while the outputs are fetched and written.
         let outputs = self.renew_outputs(&bot).await;
-        save.await
-            .map_err(|e| BotError::Internal(format!("saving the identity: {e}")))??;
-        outputs
+        let saved = match saving {
+            Saving::Running(task) => {
+                let result = task
+                    .await
+                    .map_err(|e| BotError::Internal(format!("saving the identity: {e}")))
+                    .and_then(|r| r);
+                self.after_save(&bot, result)
+            }
+            Saving::Failed(e) => Err(e),
+        };
+        // A save that failed needs a person more than an output that failed.
+        match (saved, outputs) {
+            (Err(e), Err(out)) => {
+                tracing::warn!(error = %out, "the outputs were not renewed either");
+                Err(e)
+            }
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    /// Records how saving `bot` went: on success it is the stored identity; on failure it
+    /// stays in memory, unsaved, and the failure is reported loudly.
+    fn after_save(&self, bot: &IssuedIdentity, result: Result<()>) -> Result<()> {
+        let mut state = self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(()) => {
+                state.stored = Some(bot.clone());
+                state.unsaved = None;
+                drop(state);
+                let was = self
+                    .inner
+                    .metrics
+                    .identity_unsaved
+                    .swap(false, Ordering::Relaxed);
+                *self
+                    .inner
+                    .save_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                if was {
+                    tracing::info!(storage = %self.inner.storage.describe(), generation = bot.identity.generation, "saved the renewed bot identity; identity renewals resume");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                state.unsaved = Some(bot.clone());
+                drop(state);
+                Err(self.report_save_failure(bot, e))
+            }
+        }
+    }
+
+    fn report_save_failure(&self, bot: &IssuedIdentity, e: BotError) -> BotError {
+        let storage = self.inner.storage.describe();
+        let message = format!(
+            "cannot save the renewed bot identity (generation {}) to the {storage}: {e}; it is kept in memory and serves the outputs, but the bot identity is not renewed again until it is saved (the save is retried at every renewal); fix the cause, e.g. free space on that filesystem, before the identity expires at {}",
+            bot.identity.generation,
+            rfc3339(bot.identity.expires),
+        );
+        tracing::error!("{message}");
+        self.inner
+            .metrics
+            .identity_unsaved
+            .store(true, Ordering::Relaxed);
+        *self
+            .inner
+            .save_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message);
+        e
     }
 
     async fn renew_outputs(&self, bot: &IssuedIdentity) -> Result<()> {
@@ -637,17 +790,31 @@ impl Bot {
         Ok(())
     }
 
-    /// Makes sure the bot holds a fresh renewable identity: renews the one it has (in memory
-    /// or stored), or joins with the token. Returns it with the task saving it to storage.
-    async fn renew_identity(
-        &self,
-    ) -> Result<(IssuedIdentity, tokio::task::JoinHandle<Result<()>>)> {
+    /// Makes sure the bot holds a fresh renewable identity: renews the stored one, or joins
+    /// with the token. Returns it with how saving it goes.
+    ///
+    /// The rule that keeps the server and the disk together: a renewal is sent only from the
+    /// identity that is durably stored, with a key durably recorded as pending for it first,
+    /// so any retry (after a lost answer or a crash) is the same request, which the server
+    /// answers idempotently. A renewed identity that could not be saved serves the outputs
+    /// but is never renewed from; its save is retried first at every renewal.
+    async fn renew_identity(&self) -> Result<(IssuedIdentity, Saving)> {
         let inner = &self.inner;
         let token_hash = inner
             .token
             .as_ref()
             .map(|t| machine_id_join::token_hash(t.expose()));
-        let current = match self.read_state(|s| s.bot.clone()) {
+        if let Some(unsaved) = self.read_state(|s| s.unsaved.clone()) {
+            let result = self.save(&unsaved, token_hash.clone()).await;
+            if let Err(e) = self.after_save(&unsaved, result) {
+                // An iam bot's renewal is a fresh join, which no generation check judges:
+                // joining again from an unsaved identity cannot get it locked.
+                if inner.join_method != JoinMethod::Iam {
+                    return Ok((unsaved, Saving::Failed(e)));
+                }
+            }
+        }
+        let current = match self.read_state(|s| s.stored.clone()) {
             Some(b) => Some(b),
             None => self.load_stored(token_hash.as_deref())?,
         };
@@ -681,14 +848,13 @@ impl Bot {
             }
             None => self.join().await?,
         };
-        // The server has moved the generation on: hold the new identity before anything else
-        // can fail, so a retry after a failed save presents it (the old one would now get the
-        // bot locked).
+        // The server has moved the generation on: hold the new identity (unsaved) before
+        // anything else can fail, so the outputs use it even if the save fails.
         inner
             .state
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .bot = Some(new.clone());
+            .unsaved = Some(new.clone());
         inner
             .metrics
             .identity_expires
@@ -697,7 +863,17 @@ impl Bot {
             .to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
         let storage = inner.storage.clone();
         let save = tokio::task::spawn_blocking(move || storage.save(&stored));
-        Ok((new, save))
+        Ok((new, Saving::Running(save)))
+    }
+
+    /// Saves `id` (blocking work off the runtime).
+    async fn save(&self, id: &IssuedIdentity, token_hash: Option<String>) -> Result<()> {
+        let stored = id
+            .to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
+        let storage = self.inner.storage.clone();
+        tokio::task::spawn_blocking(move || storage.save(&stored))
+            .await
+            .map_err(|e| BotError::Internal(format!("saving the identity: {e}")))?
     }
 
     fn stored_token_hash(&self) -> Option<String> {
@@ -728,6 +904,11 @@ impl Bot {
                     expires = %rfc3339(id.identity.expires),
                     "using the stored bot identity"
                 );
+                self.inner
+                    .state
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .stored = Some(id.clone());
                 Ok(Some(id))
             }
             Err(e) => {
@@ -737,12 +918,13 @@ impl Bot {
         }
     }
 
-    /// Renews `cur` with a new key.
+    /// Renews the stored identity `cur` with its pending key (written first if there is
+    /// none), so that every retry of this renewal is the same request.
     async fn renew_with(&self, cur: &IssuedIdentity) -> Result<IssuedIdentity> {
+        let key = self.pending_key(cur).await?;
         let client = Client::connect(&self.inner.auth_server, &cur.client_identity()?)
             .await
             .map_err(refusal)?;
-        let key = new_key()?;
         let certs = client
             .generate_user_certs(
                 &key.public_key().to_spki_der(),
@@ -754,6 +936,44 @@ impl Bot {
         IssuedIdentity::new(key, certs)
     }
 
+    /// The key the renewal of `cur` certifies: the pending one recorded for `cur`'s
+    /// certificate (a retry after a lost answer or a crash), else a new one, durably recorded
+    /// before it is used. If it cannot be recorded, nothing is sent.
+    async fn pending_key(&self, cur: &IssuedIdentity) -> Result<PrivateKey> {
+        use sha2::Digest as _;
+        let parent = hex::encode(sha2::Sha256::digest(&cur.certs.tls_cert));
+        let storage = self.inner.storage.clone();
+        let lookup = parent.clone();
+        let found = tokio::task::spawn_blocking(move || storage.load_pending_key(&lookup))
+            .await
+            .map_err(|e| BotError::Internal(format!("reading the pending key: {e}")))??;
+        if let Some(pem) = found {
+            match PrivateKey::from_pem(&pem) {
+                Ok(key) => {
+                    tracing::info!(
+                        generation = cur.identity.generation,
+                        "retrying the renewal with the pending key of an earlier attempt"
+                    );
+                    return Ok(key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pending renewal key is unreadable; using a new one");
+                }
+            }
+        }
+        let key = new_key()?;
+        let storage = self.inner.storage.clone();
+        let pem = key.to_pem();
+        tokio::task::spawn_blocking(move || storage.save_pending_key(&parent, &pem))
+            .await
+            .map_err(|e| BotError::Internal(format!("writing the pending key: {e}")))?
+            .map_err(|e| {
+                tracing::error!(error = %e, storage = %self.inner.storage.describe(), "cannot record the key of the next renewal, so the renewal was not sent (the auth server did not move); free space on the data directory's filesystem (or fix what the error names)");
+                e
+            })?;
+        Ok(key)
+    }
+
     /// The CAs to verify the auth server against on the first join.
     async fn join_cas(&self) -> Result<Vec<Vec<u8>>> {
         let inner = &self.inner;
@@ -761,9 +981,19 @@ impl Bot {
             return Ok(bootstrap_ca_certs(&inner.auth_server, &inner.pins).await?);
         }
         if let Some(p) = &inner.ca_path {
-            let pem = std::fs::read_to_string(p).map_err(|e| {
-                BotError::Config(format!("cannot read the CA file {}: {e}", p.display()))
+            let bytes = crate::config::read_user_file(
+                p,
+                crate::bounded::CA_FILE_LIMIT,
+                "CA file",
+                "point --ca-path (or onboarding.ca_path) at the PEM file of the cluster's CA certificates",
+            )
+            .map_err(|e| match e {
+                crate::config::UserFileError::Io(e) => {
+                    BotError::Config(format!("cannot read the CA file {}: {e}", p.display()))
+                }
+                crate::config::UserFileError::Bot(b) => b,
             })?;
+            let pem = String::from_utf8_lossy(&bytes);
             return certs_from_pem(&pem).map_err(|e| BotError::Invalid {
                 what: format!("CA file {}", p.display()),
                 message: e.to_string(),
@@ -787,7 +1017,7 @@ impl Bot {
         // An IAM bot joins at every renewal: once it holds certificates it trusts the CAs
         // they came with, as a renewal does, rather than bootstrapping from the pins again.
         let held = (inner.join_method == JoinMethod::Iam)
-            .then(|| self.read_state(|s| s.bot.as_ref().map(|b| b.certs.tls_ca_certs.clone())))
+            .then(|| self.read_state(|s| s.bot().map(|b| b.certs.tls_ca_certs.clone())))
             .flatten()
             .filter(|cas| !cas.is_empty());
         let cas = match held {

@@ -216,9 +216,22 @@ impl BotConfig {
 
     /// Reads and parses the config file at `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| BotError::ConfigFile {
+        let bytes = read_user_file(
+            path,
+            crate::bounded::CONFIG_FILE_LIMIT,
+            "config file",
+            "point -c at the tbot YAML config",
+        )
+        .map_err(|e| match e {
+            UserFileError::Io(e) => BotError::ConfigFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+            UserFileError::Bot(b) => b,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| BotError::ConfigFile {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: "not UTF-8 text; point -c at the tbot YAML config".into(),
         })?;
         Self::from_yaml(&text).map_err(|e| BotError::ConfigFile {
             path: path.to_path_buf(),
@@ -438,9 +451,24 @@ pub fn resolve_token(value: &str) -> Result<TokenSecret> {
     let looks_like_path =
         value.starts_with('/') || value.starts_with("./") || value.starts_with("../");
     if looks_like_path || path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|source| BotError::TokenFile {
-            path: path.to_path_buf(),
-            source,
+        let bytes = read_user_file(
+            path,
+            crate::bounded::TOKEN_FILE_LIMIT,
+            "token file",
+            "point --token (or onboarding.token) at the file that holds only the token, or pass the token itself",
+        )
+        .map_err(|e| match e {
+            UserFileError::Io(source) => BotError::TokenFile {
+                path: path.to_path_buf(),
+                source,
+            },
+            UserFileError::Bot(b) => b,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            BotError::Config(format!(
+                "the token file {} is not text; point --token at the file that holds only the token",
+                path.display()
+            ))
         })?;
         let token = TokenSecret::new(text);
         if token.expose().is_empty() {
@@ -452,6 +480,94 @@ pub fn resolve_token(value: &str) -> Result<TokenSecret> {
         return Ok(token);
     }
     Ok(TokenSecret::new(value))
+}
+
+/// Why [`read_user_file`] failed.
+pub(crate) enum UserFileError {
+    /// Opening or reading failed; the caller names the file.
+    Io(std::io::Error),
+    /// Too large: the full error.
+    Bot(BotError),
+}
+
+/// Reads a file the user pointed at with a bounded reader; too large is
+/// [`BotError::FileTooLarge`] with `what` and `fix`.
+pub(crate) fn read_user_file(
+    path: &Path,
+    limit: u64,
+    what: &'static str,
+    fix: &'static str,
+) -> std::result::Result<Vec<u8>, UserFileError> {
+    crate::bounded::read_bounded(path, limit).map_err(|e| match e {
+        crate::bounded::ReadError::Io(e) => UserFileError::Io(e),
+        crate::bounded::ReadError::TooLarge { size } => {
+            UserFileError::Bot(BotError::FileTooLarge {
+                what,
+                path: path.to_path_buf(),
+                size,
+                limit,
+                fix,
+            })
+        }
+    })
+}
+
+/// `path` made absolute with symlinks resolved, as far as it exists: the nearest existing
+/// ancestor is canonicalized and the rest appended (`..` and `.` in the rest are applied
+/// lexically), so paths that do not exist yet compare as they will once created.
+pub fn resolve_lenient(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::Normal(p) => out.push(p),
+                    _ => {}
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Refuses a destination that is, contains or lies inside the data directory (compared
+/// after [`resolve_lenient`], so symlinks and `..` do not hide an overlap).
+pub fn check_overlap(data_dir: &Path, destination: &Path) -> Result<()> {
+    let data = resolve_lenient(data_dir);
+    let dest = resolve_lenient(destination);
+    let relation = if data == dest {
+        "is"
+    } else if dest.starts_with(&data) {
+        "lies inside"
+    } else if data.starts_with(&dest) {
+        "contains"
+    } else {
+        return Ok(());
+    };
+    Err(BotError::Overlap {
+        destination: destination.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        relation,
+    })
 }
 
 #[cfg(test)]
@@ -580,6 +696,69 @@ destinations:
             .unwrap_err()
             .to_string();
         assert!(e.contains("no port"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_destination_and_data_dir_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let data = base.join("data");
+        std::fs::create_dir(&data).unwrap();
+        for (dest, relation) in [
+            (data.clone(), "is"),
+            (base.join("data/out"), "lies inside"),
+            (base.join("data/a/../out/x"), "lies inside"),
+            (base.to_path_buf(), "contains"),
+            (base.join("new/../data"), "is"),
+        ] {
+            let e = check_overlap(&data, &dest).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "destination {} {relation} the data directory {}",
+                    dest.display(),
+                    data.display()
+                )),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("--destination-dir outside --data-dir"),
+                "{msg}"
+            );
+        }
+        // Through a symlink.
+        std::os::unix::fs::symlink(&data, base.join("link")).unwrap();
+        let e = check_overlap(&data, &base.join("link/out")).unwrap_err();
+        assert!(e.to_string().contains("lies inside"), "{e}");
+        // Siblings with a common prefix do not overlap.
+        check_overlap(&data, &base.join("data2")).unwrap();
+        check_overlap(&base.join("not-yet/data"), &base.join("not-yet/dest")).unwrap();
+        let e = check_overlap(&base.join("not-yet/data"), &base.join("not-yet")).unwrap_err();
+        assert!(e.to_string().contains("contains"), "{e}");
+    }
+
+    #[test]
+    fn oversized_user_files_are_refused_with_size_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, vec![b'a'; 70_000]).unwrap();
+        let e = resolve_token(f.to_str().unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "the token file {} is 70000 bytes, more than the 65536-byte limit for a token file; point --token (or onboarding.token) at the file that holds only the token, or pass the token itself",
+                f.display()
+            )
+        );
+        let c = dir.path().join("tbot.yaml");
+        std::fs::write(&c, vec![b'#'; (1 << 20) + 1]).unwrap();
+        let e = BotConfig::load(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("is 1048577 bytes, more than the 1048576-byte limit for a config file"),
+            "{e}"
+        );
+        let e = resolve_token("/dev/zero").unwrap_err().to_string();
+        assert!(e.contains("/dev/zero is more than 65536 bytes"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,12 @@ pub fn metrics_text(status: &Status) -> String {
         );
     }
     metric(
+        "tbot_identity_unsaved",
+        "gauge",
+        "1 while the bot holds a renewed identity it could not save to its data directory (identity renewals are paused until it is saved).",
+        u8::from(status.identity_unsaved).to_string(),
+    );
+    metric(
         "tbot_ready",
         "gauge",
         "1 when the outputs hold valid certificates.",
@@ -69,6 +75,12 @@ fn respond(bot: &Bot, path: &str) -> Response<Full<Bytes>> {
             let st = bot.status();
             if st.ready {
                 (StatusCode::OK, "ready\n".to_string(), "text/plain")
+            } else if let Some(e) = bot.identity_save_error() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {e}\n"),
+                    "text/plain",
+                )
             } else {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -163,6 +175,7 @@ mod tests {
             last_ok: true,
             seconds_until_expiry: Some(120),
             identity_seconds_until_expiry: None,
+            identity_unsaved: false,
             ready: true,
         });
         assert!(

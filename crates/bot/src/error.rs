@@ -35,6 +35,41 @@ pub enum BotError {
         source: std::io::Error,
     },
 
+    /// A file the user pointed tbot at (token, CA file, config) is larger than any such file
+    /// can be; it was not read whole.
+    #[error(
+        "the {what} {} is {}, more than the {limit}-byte limit for a {what}; {fix}",
+        path.display(),
+        crate::bounded::size_text(*size, *limit)
+    )]
+    FileTooLarge {
+        /// "token file", "CA file" or "config file".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its size, when known (not for pipes and devices).
+        size: Option<u64>,
+        /// The limit in bytes.
+        limit: u64,
+        /// What to do.
+        fix: &'static str,
+    },
+
+    /// A destination and the data directory overlap, so writing one would destroy the other.
+    #[error(
+        "destination {} {relation} the data directory {}: tbot replaces the destination's files and keeps its own identity in the data directory, so the two must not overlap; choose a --destination-dir outside --data-dir and the data directory outside every destination (e.g. --data-dir=/var/lib/teleport/bot --destination-dir=/opt/machine-id)",
+        destination.display(),
+        data_dir.display()
+    )]
+    Overlap {
+        /// The destination, as given.
+        destination: PathBuf,
+        /// The data directory, as given.
+        data_dir: PathBuf,
+        /// "is", "lies inside" or "contains".
+        relation: &'static str,
+    },
+
     /// Neither a CA pin nor a CA file was given and `insecure` is off.
     #[error(
         "no CA pin or CA path given, so the auth server cannot be authenticated; pass --ca-pin=sha256:... as printed by `tctl bots add` (or `tctl status`), or set onboarding.ca_path; --insecure skips the check (testing only)"

@@ -8,7 +8,9 @@
 //!   [`rustls::ClientConfig`] that always presents the current certificate from
 //!   [`Bot::rustls_client_config`].
 //! - [`BotConfig`] is the v1 YAML config of `tbot` with [`Overrides`] for flags.
-//! - [`Storage`] keeps the bot's own identity: a locked data directory or memory.
+//! - [`Storage`] keeps the bot's own identity: a locked data directory or memory, replaced
+//!   as one unit, with the pending key that makes a renewal retryable byte for byte (see
+//!   [`storage`]).
 //! - [`Backoff`]: capped exponential backoff with jitter for retries.
 //! - [`serve_diag`]: `/livez`, `/readyz`, `/metrics`.
 //! - [`proxy_ssh`]: the `ProxyCommand` of the generated `ssh_config` (`tbot proxy ssh`).
@@ -17,7 +19,10 @@
 //! The join checks the cluster's CA against `sha256:` pins before trusting it (see
 //! `machine_id_client::bootstrap_ca_certs`); after that every call is verified mutual TLS.
 //! Renewal presents the bot's renewable identity, whose generation counter the server checks:
-//! a replayed copy of an old identity gets the bot locked. Outputs are impersonated
+//! a replayed copy of an old identity gets the bot locked. A renewal is only ever sent from
+//! the identity that is durably stored, with a key recorded as pending for it first, so a
+//! retry after a lost answer or a crash is the same request and the server answers it
+//! idempotently. Outputs are impersonated
 //! certificates for the destination's roles: never renewable, never outliving the identity.
 //!
 //! ```no_run
@@ -39,6 +44,7 @@
 
 mod backoff;
 mod bot;
+mod bounded;
 pub mod config;
 mod diag;
 mod error;
@@ -49,6 +55,7 @@ mod tls;
 
 pub use backoff::Backoff;
 pub use bot::{Bot, BotBuilder, Status};
+pub use bounded::{CA_FILE_LIMIT, CONFIG_FILE_LIMIT, TOKEN_FILE_LIMIT};
 pub use config::{BotConfig, Overrides};
 pub use diag::{metrics_text, serve_diag};
 pub use error::{BotError, Result};

@@ -301,12 +301,91 @@ impl OpenDir {
     /// The generation in the marker: `None` without a marker; an unreadable marker counts
     /// as an interrupted write (an odd number).
     fn generation(&self) -> Result<Option<u64>, DestinationError> {
-        Ok(self.read_file(GENERATION_FILE)?.map(|bytes| {
-            std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(1)
-        }))
+        Ok(self
+            .read_file(GENERATION_FILE)?
+            .map(|bytes| Marker::parse(&bytes).generation))
+    }
+
+    /// The marker: `None` without one.
+    fn marker(&self) -> Result<Option<Marker>, DestinationError> {
+        Ok(self
+            .read_file(GENERATION_FILE)?
+            .map(|bytes| Marker::parse(&bytes)))
+    }
+
+    /// Finishes the rename phase of the write that `marker` says was interrupted: renames
+    /// each of its staging files that is still there over its target (the ones already
+    /// renamed are gone), then the "complete" marker. Call with the exclusive lock held.
+    /// Every staging file was written and fsynced before the odd marker was renamed into
+    /// place, so this always completes that write's set.
+    fn roll_forward(&self, generation: u64, nonce: &str) -> Result<(), DestinationError> {
+        let fd = self.fd.as_fd();
+        let mut finished = 0usize;
+        for name in ArtifactName::ALL.map(ArtifactName::file_name) {
+            let temp = staging_name(nonce, name);
+            match rustix::fs::renameat(fd, temp.as_str(), fd, name) {
+                Ok(()) => finished += 1,
+                Err(Errno::NOENT) => {}
+                Err(e) => {
+                    return Err(DestinationError::from_errno(
+                        "renaming into",
+                        &self.file_path(name),
+                        e,
+                    ));
+                }
+            }
+        }
+        self.fsync()?;
+        let temp = staging_name(nonce, GENERATION_FILE);
+        match rustix::fs::renameat(fd, temp.as_str(), fd, GENERATION_FILE) {
+            Ok(()) => {}
+            // Not staged (a marker from another writer): write the next even number.
+            Err(Errno::NOENT) => {
+                let mut staging = Staging::new(self);
+                let mode = if self.has_default_acl() { 0o640 } else { 0o600 };
+                let done = generation.saturating_add(1);
+                staging.stage(GENERATION_FILE, format!("{done}\n").as_bytes(), mode)?;
+                staging.commit(GENERATION_FILE)?;
+            }
+            Err(e) => {
+                return Err(DestinationError::from_errno(
+                    "renaming into",
+                    &self.file_path(GENERATION_FILE),
+                    e,
+                ));
+            }
+        }
+        self.fsync()?;
+        tracing::info!(
+            path = %self.path.display(),
+            generation,
+            renamed = finished,
+            "finished the renames of a write that was interrupted"
+        );
+        Ok(())
+    }
+
+    /// With the exclusive lock held: rolls an interrupted write forward if the marker says
+    /// there is one and names its staging files. `Ok(true)` when something was finished.
+    fn recover_locked(&self) -> Result<bool, DestinationError> {
+        match self.marker()? {
+            Some(Marker {
+                generation,
+                nonce: Some(nonce),
+            }) if generation % 2 == 1 => {
+                self.roll_forward(generation, &nonce)?;
+                Ok(true)
+            }
+            Some(Marker { generation, .. }) if generation % 2 == 1 => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "the destination holds an interrupted write that names no staging files \
+                     (written by an older tbot); the next write replaces the whole set"
+                );
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn lock(&self, op: FlockOperation) -> Result<bool, DestinationError> {
@@ -385,6 +464,48 @@ impl OpenDir {
     }
 }
 
+/// The generation marker's contents: the generation, and for an odd ("write in progress")
+/// marker the nonce naming that write's staging files (`.tbot-tmp-<nonce>-<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Marker {
+    generation: u64,
+    nonce: Option<String>,
+}
+
+impl Marker {
+    /// Parses `"<generation>\n[<nonce>\n]"`. An unreadable marker counts as an interrupted
+    /// write (generation 1) without a nonce, so it is reported, never rolled forward.
+    fn parse(bytes: &[u8]) -> Self {
+        let text = std::str::from_utf8(bytes).unwrap_or("");
+        let mut lines = text.lines();
+        let Some(generation) = lines.next().and_then(|l| l.trim().parse::<u64>().ok()) else {
+            return Self {
+                generation: 1,
+                nonce: None,
+            };
+        };
+        let nonce = lines
+            .next()
+            .map(str::trim)
+            .filter(|n| is_nonce(n))
+            .map(str::to_owned);
+        Self { generation, nonce }
+    }
+}
+
+/// Whether `s` can be a staging nonce (so it cannot smuggle a path into a file name).
+fn is_nonce(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+}
+
+/// The staging file of `target` for the write `nonce`.
+fn staging_name(nonce: &str, target: &str) -> String {
+    format!("{TEMP_PREFIX}{nonce}-{target}")
+}
+
 /// Staging files of one write; any not yet renamed are removed on drop.
 struct Staging<'a> {
     dir: &'a OpenDir,
@@ -421,7 +542,7 @@ impl<'a> Staging<'a> {
         bytes: &[u8],
         mode: u32,
     ) -> Result<(), DestinationError> {
-        let temp = format!("{TEMP_PREFIX}{}-{target}", self.nonce);
+        let temp = staging_name(&self.nonce, target);
         let target_path = self.dir.file_path(target);
         let fd = rustix::fs::openat(
             &self.dir.fd,
@@ -468,39 +589,54 @@ impl Drop for Staging<'_> {
 /// # What a write guarantees
 ///
 /// [`write`](Destination::write) takes an exclusive `flock` on the directory (writers are
-/// serialized), then:
+/// serialized), finishes a write a killed writer left half-done (see below), then:
 ///
 /// 1. writes every file of the new set to a staging file in the same directory
-///    (`.tbot-tmp-<random>-<name>`, created `O_EXCL` with mode 0600 — 0640 when the
+///    (`.tbot-tmp-<nonce>-<name>`, created `O_EXCL` with mode 0600 — 0640 when the
 ///    directory has a default ACL from [`init_acls`](crate::init_acls), so the ACL's mask lets
 ///    the reader entry through — never chmod-ed afterwards) and fsyncs it, plus two staging
 ///    copies of the generation marker [`GENERATION_FILE`];
 /// 2. checks that no name of the set is taken by a directory or other non-file;
-/// 3. renames the "write in progress" marker (an odd generation) into place and fsyncs the
-///    directory; renames the eight files into place, CA files and templates first, then
-///    `key`, `key.pub`, `sshcert`, `tlscert` back to back; fsyncs the directory; renames the
-///    "complete" marker (the next even generation) into place and fsyncs the directory.
+/// 3. renames the "write in progress" marker (an odd generation, followed by a line with the
+///    write's `<nonce>`) into place and fsyncs the directory; renames the eight files into
+///    place, CA files and templates first, then `key`, `key.pub`, `sshcert`, `tlscert` back
+///    to back; fsyncs the directory; renames the "complete" marker (the next even
+///    generation) into place and fsyncs the directory.
 ///
 /// Any failure in steps 1–2 (disk full, quota, read-only filesystem, permission, a directory
 /// in the way) removes the staging files and leaves the previous set exactly as it was:
 /// nothing of the old set has been touched yet. Renames within one directory over existing
-/// names need no space, so step 3 fails only on an I/O error or a concurrent tamperer; then
-/// the marker stays odd and readers are told (see below) instead of being handed a mix.
+/// names need no space, so step 3 fails only on an I/O error or a concurrent tamperer.
+///
+/// # A writer killed during the renames
+///
+/// Once the odd marker is in place every staging file of the write is complete and fsynced,
+/// and the marker names them. So a write interrupted in step 3 (`kill -9`, a crash) can
+/// always be finished: [`recover`](DirectoryDestination::recover), and every later
+/// [`write`](Destination::write) before it stages anything, renames the staging files that are
+/// still there over their targets (those already renamed are gone) and then the "complete"
+/// marker. `tbot` calls `recover` at start, before contacting the auth server. A marker
+/// written by an older tbot names no staging files; such a set is only replaced whole by the
+/// next write.
 ///
 /// # What a reader sees
 ///
 /// [`read`](Destination::read) is a seqlock reader: it reads the marker, the eight files, and
 /// the marker again, and returns only if the marker was even and unchanged, i.e. no rename
 /// happened in between — so `read` never returns a key with another key's certificate. It
-/// retries while a writer is active (up to 10 seconds), and reports
-/// [`InterruptedWrite`](DestinationError::InterruptedWrite) when the marker is odd and no
-/// writer holds the lock (a writer died during step 3).
+/// retries while a writer is active (up to 10 seconds). When the marker is odd and no writer
+/// holds the lock (a writer died during step 3), it returns, under a shared lock and without
+/// writing anything, the set the roll-forward will leave: each file's staging copy where one
+/// is still there, else the file in place. Only an odd marker that names no staging files is
+/// reported as [`InterruptedWrite`](DestinationError::InterruptedWrite).
 ///
 /// Programs that open the plain files by path without this protocol (OpenSSH, TLS clients)
 /// cannot be given set atomicity by any scheme that keeps plain files under fixed names: each
 /// `open` is a separate lookup. They see every file whole (each rename is atomic), and can
-/// see a key/certificate mix only if they open `key` and `sshcert`/`tlscert` in the
-/// microseconds between those adjacent renames; the marker lets a careful reader detect it.
+/// see a key/certificate mix only (a) if they open `key` and `sshcert`/`tlscert` in the
+/// microseconds between those adjacent renames, or (b) after a writer was killed inside
+/// that window, until the next `recover` or write (the next `tbot` start) finishes the set.
+/// The marker lets a careful reader detect both.
 ///
 /// All operations are blocking (see [`Destination`]).
 #[derive(Debug)]
@@ -538,6 +674,23 @@ impl DirectoryDestination {
         self.symlinks
     }
 
+    /// Finishes a write that a killed writer left half-renamed, so the plain files are one
+    /// set again; `Ok(true)` when something was finished, `Ok(false)` when there was nothing
+    /// to do (or the destination does not exist yet). Waits for an active writer.
+    ///
+    /// `tbot` calls this for every directory destination at start, before it contacts the
+    /// auth server, so the set is whole even while the server cannot be reached. A marker
+    /// written by an older tbot names no staging files; it is left for the next write.
+    pub fn recover(&self) -> Result<bool, DestinationError> {
+        let Some(dir) = OpenDir::open(&self.path, self.symlinks, false)? else {
+            return Ok(false);
+        };
+        dir.lock(FlockOperation::LockExclusive)?;
+        let result = dir.recover_locked();
+        let _ = dir.lock(FlockOperation::Unlock);
+        result
+    }
+
     fn warn_if_loose(&self, dir: &OpenDir) {
         let Ok(st) = rustix::fs::fstat(&dir.fd) else {
             return;
@@ -557,6 +710,9 @@ impl DirectoryDestination {
     }
 
     fn write_locked(&self, dir: &OpenDir, artifacts: &Artifacts) -> Result<u64, DestinationError> {
+        // A writer that died mid-rename left a mixed set: finish it first, so a failure of
+        // this write (disk full) still leaves a whole set behind.
+        dir.recover_locked()?;
         dir.remove_temps()?;
         let mode = if dir.has_default_acl() { 0o640 } else { 0o600 };
         let mut staging = Staging::new(dir);
@@ -570,7 +726,10 @@ impl DirectoryDestination {
         };
         let done = in_progress.saturating_add(1);
         const IN_PROGRESS: &str = ".tbot-generation.in-progress";
-        staging.stage(IN_PROGRESS, format!("{in_progress}\n").as_bytes(), mode)?;
+        // The odd marker names this write's staging files, so a writer that dies during the
+        // renames can be rolled forward by the next one (see `recover`).
+        let in_progress_marker = format!("{in_progress}\n{}\n", staging.nonce);
+        staging.stage(IN_PROGRESS, in_progress_marker.as_bytes(), mode)?;
         staging.stage(GENERATION_FILE, format!("{done}\n").as_bytes(), mode)?;
         for name in ArtifactName::ALL {
             dir.check_replaceable(name.file_name())?;
@@ -625,6 +784,10 @@ impl Destination for DirectoryDestination {
         }
     }
 
+    fn recover(&self) -> Result<bool, DestinationError> {
+        DirectoryDestination::recover(self)
+    }
+
     fn read(&self) -> Result<Option<Artifacts>, DestinationError> {
         let Some(dir) = OpenDir::open(&self.path, self.symlinks, false)? else {
             return Ok(None);
@@ -636,14 +799,18 @@ impl Destination for DirectoryDestination {
             if before.is_some_and(|g| g % 2 == 1) {
                 // A write is in progress, or one died mid-way. Holding the shared lock means
                 // no writer is active; if the marker is still odd then, the write was
-                // interrupted.
+                // interrupted: read the set its roll-forward would leave.
                 if dir.lock(FlockOperation::NonBlockingLockShared)? {
-                    let still = dir.generation();
+                    let result = read_interrupted(&dir);
                     let _ = dir.lock(FlockOperation::Unlock);
-                    if still?.is_some_and(|g| g % 2 == 1) {
-                        return Err(DestinationError::InterruptedWrite {
-                            path: self.path.clone(),
-                        });
+                    match result? {
+                        Interrupted::Healed => {}
+                        Interrupted::Whole(files) => return assemble(&self.path, files),
+                        Interrupted::Unrecoverable => {
+                            return Err(DestinationError::InterruptedWrite {
+                                path: self.path.clone(),
+                            });
+                        }
                     }
                 }
             } else {
@@ -664,6 +831,39 @@ impl Destination for DirectoryDestination {
             std::thread::sleep(Duration::from_micros(20u64 << attempt.min(10)));
         }
     }
+}
+
+/// What [`read`](Destination::read) makes of an odd marker while it holds the shared lock.
+enum Interrupted {
+    /// The marker is even again (a writer finished between the two looks): read normally.
+    Healed,
+    /// The set the roll-forward would leave: each file's staging copy where it is still
+    /// there, else the file in place.
+    Whole(Vec<(ArtifactName, Option<Vec<u8>>)>),
+    /// An odd marker that names no staging files: the files may not belong together.
+    Unrecoverable,
+}
+
+/// Reads the set an interrupted write will have once rolled forward, without writing
+/// anything (a reader may have read access only). Call with the shared lock held, so no
+/// writer renames anything meanwhile.
+fn read_interrupted(dir: &OpenDir) -> Result<Interrupted, DestinationError> {
+    let marker = match dir.marker()? {
+        Some(m) if m.generation % 2 == 1 => m,
+        _ => return Ok(Interrupted::Healed),
+    };
+    let Some(nonce) = marker.nonce else {
+        return Ok(Interrupted::Unrecoverable);
+    };
+    let mut files = Vec::with_capacity(ArtifactName::ALL.len());
+    for name in ArtifactName::ALL {
+        let bytes = match dir.read_file(&staging_name(&nonce, name.file_name()))? {
+            Some(staged) => Some(staged),
+            None => dir.read_file(name.file_name())?,
+        };
+        files.push((name, bytes));
+    }
+    Ok(Interrupted::Whole(files))
 }
 
 fn assemble(

@@ -67,6 +67,13 @@ pub trait Destination: Send + Sync {
     /// The current set, or `None` when nothing was written yet. Never returns files of two
     /// different writes mixed together.
     fn read(&self) -> Result<Option<Artifacts>, DestinationError>;
+
+    /// Finishes a write that a writer killed part-way left behind, so the set is whole again;
+    /// `Ok(true)` when there was one. The default (for destinations whose writes cannot be
+    /// torn, such as memory) does nothing.
+    fn recover(&self) -> Result<bool, DestinationError> {
+        Ok(false)
+    }
 }
 
 impl<D: Destination + ?Sized> Destination for std::sync::Arc<D> {
@@ -76,5 +83,9 @@ impl<D: Destination + ?Sized> Destination for std::sync::Arc<D> {
 
     fn read(&self) -> Result<Option<Artifacts>, DestinationError> {
         (**self).read()
+    }
+
+    fn recover(&self) -> Result<bool, DestinationError> {
+        (**self).recover()
     }
 }

@@ -25,6 +25,8 @@ const EIGHT: [&str; 8] = [
 
 use machine_id_e2e::guide::{BotJoin as Join, add_bot, tbot_start_args as start_args};
 
+mod crash;
+
 fn oneshot(auth: &AuthServer, join: &Join, data: &Path, dest: &Path) -> Output {
     let mut args = start_args(auth, join, data, dest);
     args.push("--oneshot".into());
@@ -36,9 +38,10 @@ fn tls_identity(dir: &Path) -> Identity {
     parse_tls_identity(&certs_from_pem(&pem).unwrap()[0]).unwrap()
 }
 
+/// The generation of the bot identity stored in `data` (read through `current`, the
+/// symlink a save replaces with one rename, so a read sees one whole unit).
 fn generation(data: &Path) -> u64 {
-    // The files are replaced by rename, so a read sees a whole file.
-    std::fs::read_to_string(data.join("tlscert"))
+    std::fs::read_to_string(data.join("current/tlscert"))
         .ok()
         .and_then(|pem| certs_from_pem(&pem).ok())
         .and_then(|c| parse_tls_identity(&c[0]).ok())
@@ -109,6 +112,12 @@ fn oneshot_writes_the_destination_the_tools_accept() {
     for f in EIGHT {
         assert_eq!(mode(&dest.join(f)), 0o600, "{f}");
     }
+    // The identity is one unit directory that `current` names.
+    assert_eq!(
+        std::fs::read_link(data.join("current")).unwrap(),
+        Path::new("id-1")
+    );
+    assert_eq!(mode(&data.join("id-1")), 0o700);
     for f in [
         "key",
         "key.pub",
@@ -118,8 +127,13 @@ fn oneshot_writes_the_destination_the_tools_accept() {
         "sshcacerts",
         "tokenhash",
     ] {
-        assert_eq!(mode(&data.join(f)), 0o600, "data/{f}");
+        assert_eq!(
+            mode(&data.join("current").join(f)),
+            0o600,
+            "data/current/{f}"
+        );
     }
+    assert!(!data.join("pending").exists(), "no pending key at rest");
 
     // ssh-keygen parses the certificate, and its key is key.pub.
     let (ok, cert) = run(
@@ -156,7 +170,7 @@ fn oneshot_writes_the_destination_the_tools_accept() {
     // The output is impersonated, for the roles and logins asked, and never outlives the
     // bot's own (renewable) identity.
     let output = tls_identity(&dest);
-    let bot = tls_identity(&data);
+    let bot = tls_identity(&data.join("current"));
     assert_eq!(output.username, "bot-robot");
     assert_eq!(output.roles, ["ops"]);
     assert!(output.logins.contains(&"ubuntu".to_string()), "{output:?}");
@@ -600,12 +614,10 @@ fn replayed_data_dir_gets_the_bot_locked() {
     assert!(bots.contains("robot"), "{bots}");
 }
 
-fn copy_dir(from: &Path, to: &PathBuf) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
+/// Copies a data dir as a thief would (`cp -a`: the unit directories and the symlink).
+fn copy_dir(from: &Path, to: &Path) {
+    let (ok, text) = run("cp", &["-a", from.to_str().unwrap(), to.to_str().unwrap()]);
+    assert!(ok, "{text}");
 }
 
 #[test]
@@ -776,4 +788,102 @@ fn init_gives_the_reader_read_access() {
     )
     .failure();
     assert!(e.contains("no-such-user-here"), "{e}");
+}
+
+/// `--destination-dir` equal to, inside or around `--data-dir` is refused with one line that
+/// names both and the fix, and the identity is untouched; oversized token, CA and config
+/// files are refused with their size and the limit, without being read whole.
+#[test]
+fn overlapping_dirs_and_oversized_files_are_refused_with_one_clear_line() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let join = add_bot(&auth, "robot", "access");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest).success();
+    let before = generation(&data);
+
+    for (bad, relation) in [
+        (data.clone(), "is"),
+        (data.join("out"), "lies inside"),
+        (scratch.clone(), "contains"),
+    ] {
+        let e = oneshot(&auth, &join, &data, &bad).failure();
+        assert_eq!(
+            e.lines().filter(|l| l.starts_with("ERROR: ")).count(),
+            1,
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!(
+                "ERROR: destination {} {relation} the data directory {}",
+                bad.display(),
+                data.display()
+            )) && e.contains("choose a --destination-dir outside --data-dir"),
+            "{e}"
+        );
+    }
+    assert!(!data.join("out").exists());
+    assert!(!data.join("key").exists() && !data.join("ssh_config").exists());
+    // The identity is whole and renews.
+    oneshot(&auth, &join, &data, &dest).success();
+    assert_eq!(generation(&data), before + 1);
+
+    let big = |name: &str, len: usize| {
+        let p = scratch.join(name);
+        std::fs::write(&p, vec![b'a'; len]).unwrap();
+        p
+    };
+    let token = big("token", 100 * 1024);
+    let bad = Join {
+        token: token.display().to_string(),
+        pin: join.pin.clone(),
+    };
+    let e = oneshot(
+        &auth,
+        &bad,
+        &scratch.join("data-t"),
+        &scratch.join("dest-t"),
+    )
+    .failure();
+    assert!(
+        e.contains(&format!(
+            "ERROR: the token file {} is 102400 bytes, more than the 65536-byte limit for a token file;",
+            token.display()
+        )),
+        "{e}"
+    );
+
+    let cas = big("cas.pem", 2 << 20);
+    let fresh = add_bot(&auth, "robot2", "access");
+    let mut args = start_args(
+        &auth,
+        &fresh,
+        &scratch.join("data-c"),
+        &scratch.join("dest-c"),
+    );
+    let i = args.iter().position(|a| a == "--ca-pin").unwrap();
+    args.drain(i..i + 2);
+    args.extend([
+        "--ca-path".into(),
+        cas.display().to_string(),
+        "--oneshot".into(),
+    ]);
+    let e = run_tbot(&args, &[]).failure();
+    assert!(
+        e.contains(&format!(
+            "ERROR: the CA file {} is 2097152 bytes, more than the 1048576-byte limit for a CA file; point --ca-path",
+            cas.display()
+        )),
+        "{e}"
+    );
+
+    let config = big("tbot.yaml", (1 << 20) + 1);
+    let e = run_tbot(&["start", "-c", config.to_str().unwrap()], &[]).failure();
+    assert!(
+        e.contains(&format!(
+            "ERROR: the config file {} is 1048577 bytes, more than the 1048576-byte limit for a config file",
+            config.display()
+        )),
+        "{e}"
+    );
 }

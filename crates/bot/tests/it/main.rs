@@ -433,3 +433,95 @@ async fn a_stuck_proxy_client_stalls_nobody() {
         .unwrap();
     drop((stuck, silent));
 }
+
+fn stored_cert_sha256(data: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    let pem = std::fs::read_to_string(data.join("current/tlscert")).unwrap();
+    let der = machine_id_mint::certs_from_pem(&pem).unwrap().remove(0);
+    hex::encode(sha2::Sha256::digest(&der))
+}
+
+/// A crash after the pending key was written: the next renewal presents that key, and the
+/// key is gone once the new identity is saved. A pending key bound to another certificate
+/// is never used.
+#[tokio::test]
+async fn a_pending_key_is_reused_and_removed_after_the_save() {
+    use machine_id_mint::{PrivateKey, Suite};
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let token = s.bot("robot", &["access"]).await;
+    let build = || {
+        s.builder(&token)
+            .data_dir(&data)
+            .unwrap()
+            .memory_destination(vec![])
+            .build()
+            .unwrap()
+    };
+    build().renew().await.unwrap();
+    assert!(!data.join("pending").exists(), "no pending key at rest");
+    let first_cert = stored_cert_sha256(&data);
+
+    let key = PrivateKey::generate(Suite::Default).unwrap();
+    std::fs::write(
+        data.join("pending"),
+        format!("parent-sha256 {first_cert}\n{}", key.to_pem()),
+    )
+    .unwrap();
+    let bot = build();
+    bot.renew().await.unwrap();
+    assert_eq!(bot.bot_identity().unwrap().generation, 2);
+    let stored_pub = std::fs::read_to_string(data.join("current/key.pub")).unwrap();
+    assert_eq!(stored_pub.trim(), key.public_key().to_openssh().trim());
+    assert!(!data.join("pending").exists(), "removed after the save");
+    drop(bot);
+
+    // Bound to the first certificate, no longer the stored one: ignored and removed.
+    let stale = PrivateKey::generate(Suite::Default).unwrap();
+    std::fs::write(
+        data.join("pending"),
+        format!("parent-sha256 {first_cert}\n{}", stale.to_pem()),
+    )
+    .unwrap();
+    let bot = build();
+    bot.renew().await.unwrap();
+    assert_eq!(bot.bot_identity().unwrap().generation, 3);
+    let stored_pub = std::fs::read_to_string(data.join("current/key.pub")).unwrap();
+    assert_ne!(stored_pub.trim(), stale.public_key().to_openssh().trim());
+    assert!(!data.join("pending").exists());
+}
+
+#[tokio::test]
+async fn a_destination_overlapping_the_data_dir_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let e = Bot::builder()
+        .auth_server("127.0.0.1:1")
+        .data_dir(&data)
+        .unwrap()
+        .directory_destination(data.join("out"), Default::default(), vec![])
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, BotError::Overlap { .. }), "{e}");
+    assert!(!data.join("out").exists());
+
+    // From the config (as tbot start builds it): refused before the data dir is created.
+    let other = tmp.path().join("other");
+    let mut config = machine_id_bot::BotConfig::default();
+    config.apply(machine_id_bot::Overrides {
+        auth_server: Some("127.0.0.1:1".into()),
+        data_dir: Some(other.clone()),
+        destination_dir: Some(other.clone()),
+        ..Default::default()
+    });
+    let e = BotBuilder::from_config(&config).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "destination {0} is the data directory {0}: tbot replaces the destination's files and keeps its own identity in the data directory, so the two must not overlap; choose a --destination-dir outside --data-dir and the data directory outside every destination (e.g. --data-dir=/var/lib/teleport/bot --destination-dir=/opt/machine-id)",
+            other.display()
+        )
+    );
+    assert!(!other.exists(), "nothing created");
+}

@@ -2,6 +2,7 @@
 
 mod acl;
 mod conformance;
+mod crash;
 mod directory;
 mod ssh;
 mod support;
