@@ -791,7 +791,7 @@ impl Core {
         user.set_generation(generation);
         // A renewal for the key the certificate already certifies is not retriable: a copy
         // of the identity holds that key, so its replay must stay a mismatch.
-        user.spec.last_renewal = (request.public_key != caller.key_sha256).then(|| LastRenewal {
+        user.spec.last_renewal = (request.public_key != caller.key_sha256).then_some(LastRenewal {
             generation,
             ..request
         });
