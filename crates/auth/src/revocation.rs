@@ -25,7 +25,8 @@ pub(crate) struct LockFeed {
 }
 
 impl LockFeed {
-    /// Starts watching `/locks/` on `backend`; the task ends when every feed is dropped.
+    /// Starts watching `/locks/` on `backend`; the task ends (and lets go of the store) when
+    /// every feed is dropped.
     pub(crate) async fn start(backend: Arc<dyn Backend>) -> Self {
         let (tx, rx) = watch::channel(0u64);
         // The first watch is opened before returning, so no lock written after start is missed.
@@ -34,14 +35,21 @@ impl LockFeed {
             let mut watcher = first;
             loop {
                 match watcher {
-                    Ok(mut w) => {
-                        while w.recv().await.is_some() {
-                            if bump(&tx) {
-                                return;
+                    Ok(mut w) => loop {
+                        tokio::select! {
+                            event = w.recv() => {
+                                if event.is_none() {
+                                    tracing::debug!("the lock watch ended; watching again");
+                                    break;
+                                }
+                                if bump(&tx) {
+                                    return;
+                                }
                             }
+                            // The server is gone: let go of the store.
+                            () = tx.closed() => return,
                         }
-                        tracing::debug!("the lock watch ended; watching again");
-                    }
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot watch locks; retrying");
                         tokio::time::sleep(REWATCH_DELAY).await;
