@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use machine_id_client::{CaPin, Client, ClientIdentity, ca_pins};
 use machine_id_types::{
     Bot, JoinMethod, Lock, Metadata, Node, NodeSpec, ProvisionToken, Resource, ResourceKind,
-    SYSTEM_ROLE_BOT, TokenSpec, ca_kind, duration, parse_resources,
+    ca_kind, duration, parse_resources,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -763,18 +763,7 @@ async fn tokens_add(
     client.get_bot(bot).await?;
     let secret = machine_id_join::token::generate();
     let expires = OffsetDateTime::now_utc() + ttl;
-    let token = ProvisionToken {
-        metadata: Metadata {
-            expires: Some(expires),
-            ..Metadata::named(secret.expose())
-        },
-        spec: TokenSpec {
-            roles: vec![SYSTEM_ROLE_BOT.to_string()],
-            join_method: JoinMethod::Token,
-            bot_name: Some(bot.to_string()),
-            allow: vec![],
-        },
-    };
+    let token = ProvisionToken::bot_join(secret.expose(), bot, expires);
     let stored = client.upsert_token(token, true).await?;
     let pins = pins(client).await?;
     let instructions = JoinInstructions {
@@ -908,22 +897,16 @@ async fn auth_export(client: &Client, kind: &str) -> Result<()> {
     }
 }
 
-/// Writes `contents` to `path` with `mode`, replacing what was there.
+/// Writes `contents` to `path` atomically (the old file stays whole if anything fails), then
+/// gives it `mode`; a private file is never readable by others, not even for a moment.
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
+    use std::os::unix::fs::PermissionsExt;
+    machine_id_destination::write_private_file(path, contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    // An existing file keeps its old mode through open(); set it.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    if mode != 0o600 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    }
     Ok(())
 }
 

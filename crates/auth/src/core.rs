@@ -13,8 +13,8 @@ use machine_id_store::{Op, StoreError};
 use machine_id_types::{
     ADMIN_ROLE, ADMIN_USER, AuditEvent, BOT_LABEL, Bot, Clock, GENERATION_LABEL, Identity,
     ImpersonateConditions, JoinMethod, LastRenewal, Lock, LockSpec, LockTarget, Metadata, Node,
-    ProvisionToken, Role, RoleConditions, RoleSpec, Rule, SYSTEM_ROLE_BOT, TokenSpec, User,
-    UserSpec, bot_role_name, bot_user_name, event_types,
+    ProvisionToken, Role, RoleConditions, RoleSpec, Rule, User, UserSpec, bot_role_name,
+    bot_user_name, event_types,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -1525,18 +1525,7 @@ impl Core {
             };
             self.check_token_ttl(Some(ttl), "token_ttl")?;
             let expires = add(now, ttl);
-            let token = ProvisionToken {
-                metadata: Metadata {
-                    expires: Some(expires),
-                    ..Metadata::named(secret.expose())
-                },
-                spec: TokenSpec {
-                    roles: vec![SYSTEM_ROLE_BOT.into()],
-                    join_method: JoinMethod::Token,
-                    bot_name: Some(name.clone()),
-                    allow: vec![],
-                },
-            };
+            let token = ProvisionToken::bot_join(secret.expose(), &name, expires);
             // The secret is answered once, below, and never stored.
             ops.push(Op::Create {
                 key: state::token_key(secret.expose()),
@@ -2068,7 +2057,7 @@ mod tests {
     fn token_display_hides_secrets() {
         let t = ProvisionToken {
             metadata: Metadata::named("0123456789abcdef0123456789abcdef"),
-            spec: TokenSpec::default(),
+            spec: machine_id_types::TokenSpec::default(),
         };
         assert!(!token_display(&t).contains("0123456789abcdef0123"));
     }

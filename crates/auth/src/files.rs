@@ -1,18 +1,20 @@
 //! Files the auth server writes and reads: its data directory, the admin identity for `tctl`,
 //! bounded reads of files a user points it at, and the mode of private key files.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{AuthError, Result};
 
+use machine_id_destination::ArtifactName;
+
 /// The admin identity's private key file.
-pub const ADMIN_KEY_FILE: &str = "key";
+pub const ADMIN_KEY_FILE: &str = ArtifactName::Key.file_name();
 /// The admin identity's X.509 certificate (PEM).
-pub const ADMIN_CERT_FILE: &str = "tlscert";
+pub const ADMIN_CERT_FILE: &str = ArtifactName::TlsCert.file_name();
 /// The TLS CA certificates to trust (PEM).
-pub const ADMIN_CAS_FILE: &str = "tlscacerts";
+pub const ADMIN_CAS_FILE: &str = ArtifactName::TlsCaCerts.file_name();
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> AuthError {
     let path = path.to_path_buf();
@@ -208,35 +210,10 @@ pub(crate) fn ensure_private_dir(dir: &Path, tighten: bool) -> Result<()> {
     Ok(())
 }
 
-/// Writes `data` to `path` atomically with mode 0600: a temporary file in the same
-/// directory, fsynced, renamed over `path`, and the directory fsynced.
+/// Writes `data` to `path` atomically with mode 0600 (see
+/// [`machine_id_destination::write_private_file`]).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp, "cannot create file"))?;
-        f.write_all(data).map_err(io(&tmp, "cannot write file"))?;
-        f.sync_all().map_err(io(&tmp, "cannot sync file"))?;
-        std::fs::rename(&tmp, path).map_err(io(path, "cannot replace file"))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Best effort: some file systems refuse to sync a directory.
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    machine_id_destination::write_private_file(path, data).map_err(io(path, "cannot write file"))
 }
 
 #[cfg(test)]

@@ -46,18 +46,20 @@ use crate::{BotError, Result};
 
 /// The files of a stored identity.
 pub mod files {
+    use machine_id_destination::ArtifactName;
+
     /// Private key, PEM.
-    pub const KEY: &str = "key";
+    pub const KEY: &str = ArtifactName::Key.file_name();
     /// Public key, OpenSSH line.
-    pub const KEY_PUB: &str = "key.pub";
+    pub const KEY_PUB: &str = ArtifactName::KeyPub.file_name();
     /// SSH certificate line.
-    pub const SSH_CERT: &str = "sshcert";
+    pub const SSH_CERT: &str = ArtifactName::SshCert.file_name();
     /// X.509 certificate, PEM.
-    pub const TLS_CERT: &str = "tlscert";
+    pub const TLS_CERT: &str = ArtifactName::TlsCert.file_name();
     /// The cluster's TLS CA certificates, PEM.
-    pub const TLS_CA_CERTS: &str = "tlscacerts";
+    pub const TLS_CA_CERTS: &str = ArtifactName::TlsCaCerts.file_name();
     /// The cluster's SSH CA keys, one line each.
-    pub const SSH_CA_CERTS: &str = "sshcacerts";
+    pub const SSH_CA_CERTS: &str = ArtifactName::SshCaCerts.file_name();
     /// SHA-256 (hex) of the token that joined.
     pub const TOKEN_HASH: &str = "tokenhash";
     /// Held with an exclusive `flock` while a tbot uses the directory.
@@ -605,25 +607,12 @@ fn remove_logged(path: &Path, dir: bool) {
     }
 }
 
-/// Writes `dir/name` through a 0600 temporary file, fsync and rename.
+/// Writes `dir/name` atomically with mode 0600 (see
+/// [`machine_id_destination::write_private_file`]).
 fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".tmp-{name}"));
     let dest = dir.join(name);
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dest)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_error(&dest, "writing", &e)
-    })
+    machine_id_destination::write_private_file(&dest, body)
+        .map_err(|e| io_error(&dest, "writing", &e))
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@ use time::format_description::well_known::Rfc3339;
 
 /// The file names of an identity directory.
 pub mod files {
+    use machine_id_destination::ArtifactName;
+
     /// The private key, PEM.
-    pub const KEY: &str = "key";
+    pub const KEY: &str = ArtifactName::Key.file_name();
     /// The X.509 client certificate, PEM.
-    pub const TLS_CERT: &str = "tlscert";
+    pub const TLS_CERT: &str = ArtifactName::TlsCert.file_name();
     /// The cluster's TLS CA certificates, PEM.
-    pub const TLS_CA_CERTS: &str = "tlscacerts";
+    pub const TLS_CA_CERTS: &str = ArtifactName::TlsCaCerts.file_name();
 }
 
 /// What a client presents to the auth server and whom it trusts: a private key, the X.509

@@ -11,6 +11,10 @@
 //!   and fsynced before anything old is replaced, with a [`SymlinkPolicy`] (`secure` uses
 //!   `openat2(2)` with `RESOLVE_NO_SYMLINKS` and works relative to the opened directory). Its
 //!   doc states exactly what readers can and cannot observe.
+//! - [`write_private_file`] is the one atomic writer (0600, fsync, rename) for private files
+//!   kept outside a destination: the auth server's admin identity, the bot's data directory
+//!   and `tctl auth sign`'s host key. [`ArtifactName::file_name`] is the one definition of an
+//!   identity directory's file names.
 //! - [`init_acls`] is `tbot init`: owner and POSIX ACLs so a reader user can read the files.
 //! - [`known_hosts`] and [`ssh_config`] render the two text artifacts from
 //!   [`HostCaKey`]s and [`SshConfigParams`].
@@ -44,6 +48,7 @@ mod artifacts;
 mod directory;
 mod error;
 mod memory;
+mod private_file;
 mod templates;
 
 pub use acl::{InitAcls, UnixUser, init_acls};
@@ -51,6 +56,7 @@ pub use artifacts::{ArtifactName, Artifacts};
 pub use directory::{DirectoryDestination, GENERATION_FILE, SymlinkPolicy};
 pub use error::DestinationError;
 pub use memory::MemoryDestination;
+pub use private_file::write_private_file;
 pub use templates::{HostCaKey, SshConfigParams, known_hosts, ssh_config};
 
 /// Somewhere a bot keeps its output [`Artifacts`], replaced whole on every renewal.

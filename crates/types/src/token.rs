@@ -85,6 +85,24 @@ pub struct TokenRule {
 }
 
 impl ProvisionToken {
+    /// The single-use `token`-method join token for bot `bot_name`, named by its `secret` and
+    /// expiring at `expires`: the one rule for a bot's token, used by the server's
+    /// `CreateBot` and by `tctl tokens add --type=bot`.
+    pub fn bot_join(secret: &str, bot_name: &str, expires: time::OffsetDateTime) -> Self {
+        ProvisionToken {
+            metadata: Metadata {
+                expires: Some(expires),
+                ..Metadata::named(secret)
+            },
+            spec: TokenSpec {
+                roles: vec![SYSTEM_ROLE_BOT.to_string()],
+                join_method: JoinMethod::Token,
+                bot_name: Some(bot_name.to_string()),
+                allow: vec![],
+            },
+        }
+    }
+
     /// Whether the token grants the `Bot` system role.
     pub fn allows_bot(&self) -> bool {
         self.spec
