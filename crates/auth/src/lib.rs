@@ -31,7 +31,6 @@ mod config;
 mod core;
 mod error;
 mod files;
-mod join_iam;
 mod limits;
 pub mod offline;
 mod proxy;

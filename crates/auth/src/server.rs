@@ -6,9 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use machine_id_mint::{CaKeys, CaPin, CaSigner, PrivateKey, Suite, cert_der_to_pem};
-use machine_id_proto::v1::{
-    auth_service_server::AuthServiceServer, join_service_server::JoinServiceServer,
-};
 use machine_id_store::{Backend, Op, SqliteBackend, StoreError};
 use machine_id_types::{
     ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, Identity, PROXY_SSH_ALPN, default_roles,
@@ -20,11 +17,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::AuthConfig;
-use crate::core::{Core, Limits};
+use crate::core::{Core, IamJoin, Limits};
 use crate::error::{AuthError, Result};
 use crate::files::{self, ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
 use crate::limits::{ConnLimiter, IdleIo};
-use crate::service::Api;
 use crate::state::{self, CA_KEY, CLUSTER_NAME_KEY, ClusterInfo, State};
 use crate::tls;
 
@@ -160,7 +156,7 @@ impl AuthServer {
                 idle_timeout: config.idle_timeout,
             },
             proxy_public_addr: proxy_public_addr.clone(),
-            iam: crate::join_iam::IamJoin {
+            iam: IamJoin {
                 allow: machine_id_join::iam::StsAllowList::aws_default()
                     .with_extra(config.extra_sts_endpoints.iter().cloned()),
                 sts: machine_id_join::iam::StsClient::new(config.sts_timeout),
@@ -174,7 +170,7 @@ impl AuthServer {
         });
         let flush_core = core.clone();
         let proxy_core = config.proxy_enabled.then(|| core.clone());
-        let api = Api { core };
+        let routes = crate::service::routes(core);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<GrpcConn>>(64);
@@ -206,8 +202,7 @@ impl AuthServer {
         let mut stop = shutdown_rx;
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(AuthServiceServer::new(api.clone()))
-                .add_service(JoinServiceServer::new(api))
+                .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::ReceiverStream::new(conn_rx),
                     async move {

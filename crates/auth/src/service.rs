@@ -1,17 +1,31 @@
-//! The gRPC layer: converts wire messages to domain types (validating them) and calls
-//! [`Core`]. Ping, GetClusterCACerts and RegisterUsingToken need no client certificate;
-//! every other call authenticates the caller by its verified client certificate first.
+//! The gRPC layer: converts wire messages to domain types (validating them; see
+//! [`convert`]), calls [`Core`] and converts its results back. With [`convert`] and the
+//! proxy, the only code of this crate that names the generated `machine_id_proto` types
+//! (`tests/tests/invariants.rs` checks it). Ping, GetClusterCACerts and RegisterUsingToken
+//! need no client certificate; every other call authenticates the caller by its verified
+//! client certificate first.
 
 use std::sync::Arc;
 
 use machine_id_proto::v1::{
-    self, auth_service_server::AuthService, join_service_server::JoinService,
+    self,
+    auth_service_server::{AuthService, AuthServiceServer},
+    join_service_server::{JoinService, JoinServiceServer},
 };
 use machine_id_types::{Lock, Node, ProvisionToken, Role};
 use tonic::{Request, Response, Status};
 
-use crate::core::{Caller, Core};
+use crate::core::{Caller, Core, EventQuery};
 use crate::error::AuthError;
+
+mod convert;
+
+/// The gRPC services (`AuthService` and `JoinService`) over `core`, to serve.
+pub(crate) fn routes(core: Arc<Core>) -> tonic::service::Routes {
+    let api = Api { core };
+    tonic::service::Routes::new(AuthServiceServer::new(api.clone()))
+        .add_service(JoinServiceServer::new(api))
+}
 
 /// Implements both services over one [`Core`].
 #[derive(Debug, Clone)]
@@ -52,8 +66,9 @@ impl JoinService for Api {
         let remote = req.remote_addr();
         ok(self
             .core
-            .register_using_token(req.into_inner(), remote)
-            .await?)
+            .register_using_token(req.into_inner().into(), remote)
+            .await?
+            .into())
     }
 
     type RegisterUsingIAMMethodStream =
@@ -94,9 +109,9 @@ impl JoinService for Api {
                     "the client closed the stream without sending the signed sts:GetCallerIdentity request",
                 )),
                 Ok(Ok(Some(msg))) => core
-                    .register_using_iam(&challenge, msg, remote)
+                    .register_using_iam(&challenge, msg.into(), remote)
                     .await
-                    .map(Msg::Certs)
+                    .map(|certs| Msg::Certs(certs.into()))
                     .map_err(Status::from),
             };
             let _ = send(reply).await;
@@ -129,7 +144,11 @@ impl AuthService for Api {
         req: Request<v1::GenerateUserCertsRequest>,
     ) -> R<v1::Certs> {
         let c = self.caller(&req, "GenerateUserCerts").await?;
-        ok(self.core.generate_user_certs(&c, req.into_inner()).await?)
+        ok(self
+            .core
+            .generate_user_certs(&c, req.into_inner().into())
+            .await?
+            .into())
     }
 
     async fn get_role(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Role> {
@@ -203,7 +222,11 @@ impl AuthService for Api {
 
     async fn create_bot(&self, req: Request<v1::CreateBotRequest>) -> R<v1::CreateBotResponse> {
         let c = self.caller(&req, "CreateBot").await?;
-        ok(self.core.create_bot(&c, req.into_inner()).await?)
+        ok(self
+            .core
+            .create_bot(&c, req.into_inner().into())
+            .await?
+            .into())
     }
 
     async fn get_bot(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Bot> {
@@ -227,7 +250,11 @@ impl AuthService for Api {
 
     async fn lock_bot(&self, req: Request<v1::LockBotRequest>) -> R<v1::Lock> {
         let c = self.caller(&req, "LockBot").await?;
-        ok(self.core.lock_bot(&c, req.into_inner()).await?.into())
+        ok(self
+            .core
+            .lock_bot(&c, req.into_inner().into())
+            .await?
+            .into())
     }
 
     async fn get_node(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Node> {
@@ -279,7 +306,11 @@ impl AuthService for Api {
 
     async fn export_ca(&self, req: Request<v1::ExportCaRequest>) -> R<v1::ExportCaResponse> {
         let c = self.caller(&req, "ExportCA").await?;
-        ok(self.core.export_ca(&c, &req.get_ref().ca_type).await?)
+        ok(self
+            .core
+            .export_ca(&c, &req.get_ref().ca_type)
+            .await?
+            .into())
     }
 
     async fn sign_host_cert(
@@ -287,7 +318,11 @@ impl AuthService for Api {
         req: Request<v1::SignHostCertRequest>,
     ) -> R<v1::SignHostCertResponse> {
         let c = self.caller(&req, "SignHostCert").await?;
-        ok(self.core.sign_host_cert(&c, req.into_inner()).await?)
+        ok(self
+            .core
+            .sign_host_cert(&c, req.into_inner().into())
+            .await?
+            .into())
     }
 
     async fn search_events(
@@ -295,7 +330,8 @@ impl AuthService for Api {
         req: Request<v1::SearchEventsRequest>,
     ) -> R<v1::SearchEventsResponse> {
         let c = self.caller(&req, "SearchEvents").await?;
-        let events = self.core.search_events(&c, req.into_inner()).await?;
+        let query = EventQuery::try_from(req.into_inner())?;
+        let events = self.core.search_events(&c, query).await?;
         ok(v1::SearchEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
         })

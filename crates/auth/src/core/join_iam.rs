@@ -3,14 +3,38 @@
 //! themselves live in [`machine_id_join::iam`]; this module holds the order, the state
 //! (token, user, locks), the audit events and the certificates.
 
+use std::time::Duration;
+
 use machine_id_join::iam::{self, CallerIdentity, Challenge, IamError};
-use machine_id_proto::v1;
 use machine_id_types::{JoinMethod, ProvisionToken, User, bot_user_name, event_types};
 use serde_json::json;
 
-use crate::core::{Core, lock_message};
+use super::{Core, IssuedCerts, lock_message};
 use crate::error::{AuthError, Result};
 use crate::state;
+
+/// A RegisterUsingIAMMethod request, the answer to one challenge. Its `Debug` leaves out
+/// the signed request, which carries the bot's AWS session token.
+#[derive(Clone)]
+pub(crate) struct IamJoinRequest {
+    /// The name of the `iam` join token (not a secret).
+    pub token: String,
+    /// The DER SubjectPublicKeyInfo of the key to certify.
+    pub public_key: Vec<u8>,
+    /// The certificates' requested lifetime; `None` for the default.
+    pub ttl: Option<Duration>,
+    /// The signed `sts:GetCallerIdentity` HTTP request, as the bot would send it to STS.
+    pub sts_identity_request: Vec<u8>,
+}
+
+impl std::fmt::Debug for IamJoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IamJoinRequest")
+            .field("token", &self.token)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The longest token name the server looks up.
 const MAX_TOKEN_NAME: usize = 253;
@@ -47,9 +71,9 @@ impl Core {
     pub async fn register_using_iam(
         &self,
         challenge: &Challenge,
-        req: v1::RegisterUsingIamMethodRequest,
+        req: IamJoinRequest,
         remote: Option<std::net::SocketAddr>,
-    ) -> Result<v1::Certs> {
+    ) -> Result<IssuedCerts> {
         let remote_ip = remote.map(|a| a.ip());
         let remote = remote.map(|a| a.to_string()).unwrap_or_default();
         let mut known = Known::default();
@@ -95,9 +119,9 @@ impl Core {
     async fn join_with_iam(
         &self,
         challenge: &Challenge,
-        req: &v1::RegisterUsingIamMethodRequest,
+        req: &IamJoinRequest,
         known: &mut Known,
-    ) -> Result<(v1::Certs, String, CallerIdentity)> {
+    ) -> Result<(IssuedCerts, String, CallerIdentity)> {
         let now = self.clock.now();
         // The challenge is spent first, even by a request that does not parse: whatever
         // fails below, this attempt is over. A malformed request is told so, not that its
@@ -177,16 +201,8 @@ impl Core {
 
         // Not renewable, no generation: every renewal is a fresh join.
         let (certs, _) = self
-            .issue_bot_certs(&subject, &user, None, req.ttl_seconds, self.clock.now())
+            .issue_bot_certs(&subject, &user, None, req.ttl, self.clock.now())
             .await?;
         Ok((certs, user_name, caller))
     }
-}
-
-/// The IAM join's server state: the STS allow-list, the STS client and the challenges.
-#[derive(Debug)]
-pub(crate) struct IamJoin {
-    pub allow: iam::StsAllowList,
-    pub sts: iam::StsClient,
-    pub challenges: iam::ChallengeLedger,
 }
