@@ -3,11 +3,12 @@
 //!
 //! # Overview
 //!
-//! - [`Backend`]: the trait the auth server codes against; values are opaque bytes (JSON or
-//!   protobuf), each stored with the [`Revision`] of the write that produced it.
-//! - [`SqliteBackend`]: the embedded default, one SQLite file (WAL mode) in the data dir.
-//!   A PostgreSQL backend, for several auth servers sharing one cluster state, implements
-//!   the same trait.
+//! - [`Backend`]: the trait the auth server codes against, and the API boundary for other
+//!   backends (one for several auth servers sharing a cluster state, say, is a new
+//!   implementation of it that passes the conformance suite); values are opaque bytes (JSON
+//!   or protobuf), each stored with the [`Revision`] of the write that produced it.
+//! - [`SqliteBackend`]: the one implementation today, one SQLite file (WAL mode) in the
+//!   data dir.
 //! - `conformance` (cargo feature `conformance`): the suite every backend passes, written
 //!   once against the trait, plus the `conformance_tests!` macro that turns it into one test
 //!   per case.
@@ -28,8 +29,8 @@
 //! - Revisions increase strictly across all keys of a backend: each write (each whole
 //!   [`Backend::atomic_write`]) takes a revision higher than every earlier one, and every item
 //!   it writes carries that revision. Revisions are never reused, not even after a delete.
-//! - Within one backend (one SQLite file, one PostgreSQL database, whichever processes use
-//!   it), writes are linearizable: [`Backend::compare_and_swap`],
+//! - Within one backend (one SQLite file, whichever processes use it; for a database
+//!   server, one database), writes are linearizable: [`Backend::compare_and_swap`],
 //!   [`Backend::compare_and_delete`] and [`Backend::create`] succeed for exactly one of any
 //!   number of concurrent callers, which is what single-use token consumption and the bot
 //!   generation counter rely on. A read sees every write that returned before it started.
