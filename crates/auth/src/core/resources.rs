@@ -10,6 +10,7 @@ use machine_id_types::{
     ADMIN_ROLE, ADMIN_USER, BOT_LABEL, JoinMethod, Lock, Node, ProvisionToken, Role, User,
     event_types,
 };
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -40,7 +41,110 @@ fn token_not_found() -> AuthError {
     )
 }
 
+/// One stored kind with plain reads, as the shared read helpers need it.
+struct Stored {
+    /// Its RBAC resource, also its name in messages and key-name checks.
+    resource: &'static str,
+    /// Its store key of a name.
+    key: fn(&str) -> String,
+    /// The store prefix of all of them.
+    prefix: &'static str,
+    /// The command that shows the existing ones, for a not-found message.
+    hint: &'static str,
+}
+
+const ROLES: Stored = Stored {
+    resource: kind::ROLE,
+    key: state::role_key,
+    prefix: state::ROLES,
+    hint: "tctl get roles",
+};
+const USERS: Stored = Stored {
+    resource: kind::USER,
+    key: state::user_key,
+    prefix: state::USERS,
+    hint: "tctl get users",
+};
+const NODES: Stored = Stored {
+    resource: kind::NODE,
+    key: state::node_key,
+    prefix: state::NODES,
+    hint: "tctl nodes ls",
+};
+const LOCKS: Stored = Stored {
+    resource: kind::LOCK,
+    key: state::lock_key,
+    prefix: state::LOCKS,
+    hint: "tctl locks ls",
+};
+
 impl Core {
+    /// The stored `kind` named `name` (no RBAC check: the caller's method does it).
+    async fn read<T: DeserializeOwned>(&self, kind: &Stored, name: &str) -> Result<T> {
+        state::check_key_name(kind.resource, name)?;
+        self.state
+            .get::<T>(&(kind.key)(name))
+            .await?
+            .map(|(v, _)| v)
+            .ok_or_else(|| not_found(kind.resource, name, kind.hint))
+    }
+
+    /// Every stored `kind`, by key, once `caller` may list them (`method` names the call).
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        method: &str,
+        kind: &Stored,
+    ) -> Result<Vec<T>> {
+        self.authorize(caller, method, kind.resource, Verb::List)
+            .await?;
+        Ok(self
+            .state
+            .list::<T>(kind.prefix)
+            .await?
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect())
+    }
+
+    /// Creates or overwrites the `kind` named `name` with `value` (see [`Self::upsert`]).
+    async fn write<T: serde::Serialize>(
+        &self,
+        caller: &Caller,
+        method: &str,
+        kind: &Stored,
+        name: &str,
+        value: &T,
+        create_only: bool,
+    ) -> Result<()> {
+        state::check_key_name(kind.resource, name)?;
+        let key = (kind.key)(name);
+        self.upsert(
+            caller,
+            method,
+            kind.resource,
+            &key,
+            name,
+            value,
+            create_only,
+        )
+        .await
+    }
+
+    /// Deletes the `kind` named `name` (see [`Self::delete`]).
+    async fn remove(&self, caller: &Caller, method: &str, kind: &Stored, name: &str) -> Result<()> {
+        state::check_key_name(kind.resource, name)?;
+        self.delete(
+            caller,
+            method,
+            kind.resource,
+            &(kind.key)(name),
+            name,
+            kind.hint,
+        )
+        .await
+    }
+
     // ---------------------------------------------------------------- roles
 
     /// GetRole. Every caller may read the roles its own certificate holds (a bot reads its
@@ -50,25 +154,12 @@ impl Core {
             self.authorize(caller, "GetRole", kind::ROLE, Verb::Read)
                 .await?;
         }
-        state::check_key_name("role", name)?;
-        self.state
-            .get::<Role>(&state::role_key(name))
-            .await?
-            .map(|(r, _)| r)
-            .ok_or_else(|| not_found("role", name, "tctl get roles"))
+        self.read(&ROLES, name).await
     }
 
     /// ListRoles.
     pub async fn list_roles(&self, caller: &Caller) -> Result<Vec<Role>> {
-        self.authorize(caller, "ListRoles", kind::ROLE, Verb::List)
-            .await?;
-        Ok(self
-            .state
-            .list::<Role>(state::ROLES)
-            .await?
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect())
+        self.list_all(caller, "ListRoles", &ROLES).await
     }
 
     /// UpsertRole.
@@ -79,18 +170,8 @@ impl Core {
         create_only: bool,
     ) -> Result<Role> {
         let name = role.metadata.name.clone();
-        state::check_key_name("role", &name)?;
-        let key = state::role_key(&name);
-        self.upsert(
-            caller,
-            "UpsertRole",
-            kind::ROLE,
-            &key,
-            &name,
-            &role,
-            create_only,
-        )
-        .await?;
+        self.write(caller, "UpsertRole", &ROLES, &name, &role, create_only)
+            .await?;
         Ok(role)
     }
 
@@ -365,25 +446,12 @@ impl Core {
     pub async fn get_user(&self, caller: &Caller, name: &str) -> Result<User> {
         self.authorize(caller, "GetUser", kind::USER, Verb::Read)
             .await?;
-        state::check_key_name("user", name)?;
-        self.state
-            .get::<User>(&state::user_key(name))
-            .await?
-            .map(|(u, _)| u)
-            .ok_or_else(|| not_found("user", name, "tctl get users"))
+        self.read(&USERS, name).await
     }
 
     /// ListUsers.
     pub async fn list_users(&self, caller: &Caller) -> Result<Vec<User>> {
-        self.authorize(caller, "ListUsers", kind::USER, Verb::List)
-            .await?;
-        Ok(self
-            .state
-            .list::<User>(state::USERS)
-            .await?
-            .into_iter()
-            .map(|(u, _)| u)
-            .collect())
+        self.list_all(caller, "ListUsers", &USERS).await
     }
 
     // ---------------------------------------------------------------- nodes
@@ -392,12 +460,7 @@ impl Core {
     pub async fn get_node(&self, caller: &Caller, name: &str) -> Result<Node> {
         self.authorize(caller, "GetNode", kind::NODE, Verb::Read)
             .await?;
-        state::check_key_name("node", name)?;
-        self.state
-            .get::<Node>(&state::node_key(name))
-            .await?
-            .map(|(n, _)| n)
-            .ok_or_else(|| not_found("node", name, "tctl nodes ls"))
+        self.read(&NODES, name).await
     }
 
     /// ListNodes: every node for the admin and for callers whose roles allow `node:list` by
@@ -409,7 +472,7 @@ impl Core {
         let by_rule = rbac::allowed(is_admin, &caller.roles, kind::NODE, Verb::List);
         Ok(self
             .state
-            .list::<Node>(state::NODES)
+            .list::<Node>(NODES.prefix)
             .await?
             .into_iter()
             .map(|(n, _)| n)
@@ -425,48 +488,21 @@ impl Core {
         create_only: bool,
     ) -> Result<Node> {
         let name = node.metadata.name.clone();
-        state::check_key_name("node", &name)?;
-        let key = state::node_key(&name);
-        self.upsert(
-            caller,
-            "UpsertNode",
-            kind::NODE,
-            &key,
-            &name,
-            &node,
-            create_only,
-        )
-        .await?;
+        self.write(caller, "UpsertNode", &NODES, &name, &node, create_only)
+            .await?;
         Ok(node)
     }
 
     /// DeleteNode.
     pub async fn delete_node(&self, caller: &Caller, name: &str) -> Result<()> {
-        state::check_key_name("node", name)?;
-        self.delete(
-            caller,
-            "DeleteNode",
-            kind::NODE,
-            &state::node_key(name),
-            name,
-            "tctl nodes ls",
-        )
-        .await
+        self.remove(caller, "DeleteNode", &NODES, name).await
     }
 
     // ---------------------------------------------------------------- locks
 
     /// ListLocks.
     pub async fn list_locks(&self, caller: &Caller) -> Result<Vec<Lock>> {
-        self.authorize(caller, "ListLocks", kind::LOCK, Verb::List)
-            .await?;
-        let mut v: Vec<Lock> = self
-            .state
-            .list::<Lock>(state::LOCKS)
-            .await?
-            .into_iter()
-            .map(|(l, _)| l)
-            .collect();
+        let mut v: Vec<Lock> = self.list_all(caller, "ListLocks", &LOCKS).await?;
         v.sort_by(|a, b| {
             (a.spec.created, &a.metadata.name).cmp(&(b.spec.created, &b.metadata.name))
         });
@@ -495,32 +531,14 @@ impl Core {
         if lock.spec.created.is_none() {
             lock.spec.created = Some(self.clock.now());
         }
-        let key = state::lock_key(&name);
-        self.upsert(
-            caller,
-            "UpsertLock",
-            kind::LOCK,
-            &key,
-            &name,
-            &lock,
-            create_only,
-        )
-        .await?;
+        self.write(caller, "UpsertLock", &LOCKS, &name, &lock, create_only)
+            .await?;
         Ok(lock)
     }
 
     /// DeleteLock.
     pub async fn delete_lock(&self, caller: &Caller, name: &str) -> Result<()> {
-        state::check_key_name("lock", name)?;
-        self.delete(
-            caller,
-            "DeleteLock",
-            kind::LOCK,
-            &state::lock_key(name),
-            name,
-            "tctl locks ls",
-        )
-        .await
+        self.remove(caller, "DeleteLock", &LOCKS, name).await
     }
 }
 
