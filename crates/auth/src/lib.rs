@@ -11,6 +11,11 @@
 //! - [`rbac`]: the rules deciding what an identity may do.
 //! - [`keys`]: where everything lives in the store.
 //!
+//! Inside, the layers run one way: `server` (listeners, TLS, start and stop) serves
+//! `service` (the gRPC services: wire messages in, domain values out, and back), which calls
+//! `core` (the rules, by concern, knowing nothing of the wire); `proxy` is the SSH proxy
+//! listener; `state` the store's key layout and codecs.
+//!
 //! Every call but Ping, GetClusterCACerts and RegisterUsingToken needs a client certificate
 //! from the cluster's TLS CA; the caller's identity is read from it, locks are checked, then
 //! its roles' rules. Errors become gRPC statuses with messages written for people

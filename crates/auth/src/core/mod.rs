@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use machine_id_join::{iam, token_hash};
 use machine_id_mint::CaSigner;
-use machine_id_types::{Clock, Lock};
+use machine_id_types::{Clock, Lock, Role};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -138,10 +138,7 @@ fn dedup(v: &[String]) -> Vec<String> {
 }
 
 /// The logins `roles` allow for a user with `logins_trait`, in role order, without repeats.
-pub(crate) fn expanded_logins(
-    roles: &[machine_id_types::Role],
-    logins_trait: &[String],
-) -> Vec<String> {
+pub(crate) fn expanded_logins(roles: &[Role], logins_trait: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for r in roles {
         for l in r.expanded_logins(logins_trait) {
