@@ -29,8 +29,8 @@ pub(crate) fn routes(core: Arc<Core>) -> tonic::service::Routes {
 
 /// Implements both services over one [`Core`].
 #[derive(Debug, Clone)]
-pub(crate) struct Api {
-    pub core: Arc<Core>,
+struct Api {
+    core: Arc<Core>,
 }
 
 type R<T> = Result<Response<T>, Status>;
