@@ -3,7 +3,7 @@
 //!
 //! - [`init_logging`]: the `tracing` subscriber, to stderr. Libraries never install one; only
 //!   binaries call this.
-//! - [`print`]: writes to stdout; a closed pipe (`tctl get roles | head -1`) is not an error.
+//! - [`print()`]: writes to stdout; a closed pipe (`tctl get roles | head -1`) is not an error.
 //! - [`run`]: runs a command on a current-thread runtime and maps its result to the exit code,
 //!   printing an error as `ERROR: <message>` (with its causes) on stderr.
 //!
