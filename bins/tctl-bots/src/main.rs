@@ -254,29 +254,6 @@ pub(crate) enum EventsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.debug { "debug" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ERROR: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    machine_id_cli::init_logging(cli.debug);
+    machine_id_cli::run(commands::run(cli))
 }

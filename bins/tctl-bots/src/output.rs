@@ -1,19 +1,12 @@
 //! Formatting helpers: times, tables, stdout that tolerates a closed pipe.
 
 use machine_id_types::table;
-use std::io::Write;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Writes `text` to stdout. A closed pipe (`tctl get roles | head -1`) is not an error.
 pub(crate) fn print(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(e).context("writing to stdout"))
-        }
-        _ => Ok(()),
-    }
+    Ok(machine_id_cli::print(text)?)
 }
 
 /// Pretty JSON with a trailing newline.

@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use machine_id_client::{Client, ClientIdentity, files};
 use machine_id_types::{Node, table};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,14 +60,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.debug { "debug" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    machine_id_cli::init_logging(cli.debug);
     let Some(identity) = cli.identity.clone() else {
         // A usage error: clap prints it and exits 2.
         Cli::command()
@@ -78,23 +70,7 @@ fn main() -> ExitCode {
             )
             .exit()
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&cli, &identity)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ERROR: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    machine_id_cli::run(run(&cli, &identity))
 }
 
 async fn run(cli: &Cli, identity: &Path) -> Result<()> {
@@ -162,13 +138,7 @@ fn node_json(nodes: &[Node]) -> String {
 
 /// Writes `text` to stdout. A closed pipe (`tsh ls | head -1`) is not an error.
 fn print(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(e).context("writing to stdout"))
-        }
-        _ => Ok(()),
-    }
+    Ok(machine_id_cli::print(text)?)
 }
 
 #[cfg(test)]

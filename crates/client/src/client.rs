@@ -1,3 +1,14 @@
+//! The connection to an auth server and the calls that make or renew an identity: CA-pin
+//! bootstrap, mutual-TLS and CA-only connections, Ping, joins (token and `iam`) and
+//! renewals. The other calls are in the submodules, by concern: [`resources`] (CRUD of
+//! roles, tokens, users, nodes and locks) and [`admin`] (bots, CA export, host certificates,
+//! the audit log).
+
+mod admin;
+mod resources;
+
+pub use admin::{CreatedBot, ExportedCa, HostCert};
+
 use crate::error::{ClientError, Result};
 use crate::identity::{ClientIdentity, cert_facts};
 use crate::tls;
@@ -7,8 +18,6 @@ use machine_id_mint::CaPin;
 use machine_id_proto::v1;
 use machine_id_proto::v1::auth_service_client::AuthServiceClient;
 use machine_id_proto::v1::join_service_client::JoinServiceClient;
-use machine_id_proto::{timestamp_from, timestamp_to};
-use machine_id_types::{AuditEvent, Bot, JoinMethod, Lock, Node, ProvisionToken, Role, User};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -47,37 +56,6 @@ impl From<v1::Certs> for Certs {
             ssh_ca_keys: c.ssh_ca_keys,
         }
     }
-}
-
-/// A bot just created, with the token it joins with.
-#[derive(Debug, Clone)]
-pub struct CreatedBot {
-    /// The bot.
-    pub bot: Bot,
-    /// The join token: the secret for the `token` method, a plain name for `iam`.
-    pub token: TokenSecret,
-    /// When the token expires, if ever.
-    pub token_expires: Option<OffsetDateTime>,
-    /// How the bot joins with it.
-    pub join_method: JoinMethod,
-}
-
-/// A CA as `tctl auth export` needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExportedCa {
-    /// SSH CAs (`user`, `host`): OpenSSH public key lines.
-    pub ssh_public_keys: Vec<String>,
-    /// The TLS CA (`tls`): certificates, DER.
-    pub tls_certs: Vec<Vec<u8>>,
-}
-
-/// A signed SSH host certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostCert {
-    /// The OpenSSH host certificate line.
-    pub ssh_cert: String,
-    /// The host CA's public key line, for known_hosts.
-    pub host_ca_key: String,
 }
 
 /// Parses `--ca-pin` values (`sha256:<hex>`).
@@ -205,6 +183,25 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
+/// The request naming one resource.
+fn by_name(name: &str) -> v1::GetByNameRequest {
+    v1::GetByNameRequest {
+        name: name.to_string(),
+    }
+}
+
+/// Converts every wire message of a list reply into its domain value; one bad message fails
+/// the whole list.
+fn convert_all<W, T>(items: Vec<W>) -> Result<Vec<T>>
+where
+    T: TryFrom<W, Error = machine_id_proto::ConvertError>,
+{
+    Ok(items
+        .into_iter()
+        .map(T::try_from)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 impl Client {
     fn new(addr: &str, channel: Channel) -> Self {
         Self {
@@ -247,6 +244,12 @@ impl Client {
     fn status(&self, s: tonic::Status) -> ClientError {
         tracing::debug!(addr = %self.addr, code = ?s.code(), "call failed");
         ClientError::from_status(s, &self.addr)
+    }
+
+    /// The message of a unary call's reply, or its status as a [`ClientError`].
+    fn reply<T>(&self, r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| self.status(s))
     }
 
     /// The cluster name, proxy address and server version.
@@ -372,333 +375,6 @@ impl Client {
             .await
             .map_err(|s| self.status(s))?;
         Ok(r.into_inner().into())
-    }
-
-    fn by_name(name: &str) -> v1::GetByNameRequest {
-        v1::GetByNameRequest {
-            name: name.to_string(),
-        }
-    }
-
-    // ---- roles ----
-
-    /// One role.
-    pub async fn get_role(&self, name: &str) -> Result<Role> {
-        let r = self.auth.clone().get_role(Self::by_name(name)).await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Every role.
-    pub async fn list_roles(&self) -> Result<Vec<Role>> {
-        let r = self.auth.clone().list_roles(v1::ListRequest {}).await;
-        let roles = r.map_err(|s| self.status(s))?.into_inner().roles;
-        Ok(roles
-            .into_iter()
-            .map(Role::try_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Creates or (unless `create_only`) replaces a role.
-    pub async fn upsert_role(&self, role: Role, create_only: bool) -> Result<Role> {
-        let r = self
-            .auth
-            .clone()
-            .upsert_role(v1::UpsertRoleRequest {
-                role: Some(role.into()),
-                create_only,
-            })
-            .await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Deletes a role.
-    pub async fn delete_role(&self, name: &str) -> Result<()> {
-        let r = self.auth.clone().delete_role(Self::by_name(name)).await;
-        r.map_err(|s| self.status(s))?;
-        Ok(())
-    }
-
-    // ---- tokens ----
-
-    /// One join token.
-    pub async fn get_token(&self, name: &str) -> Result<ProvisionToken> {
-        let r = self.auth.clone().get_token(Self::by_name(name)).await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Every join token.
-    pub async fn list_tokens(&self) -> Result<Vec<ProvisionToken>> {
-        let r = self.auth.clone().list_tokens(v1::ListRequest {}).await;
-        let tokens = r.map_err(|s| self.status(s))?.into_inner().tokens;
-        Ok(tokens
-            .into_iter()
-            .map(ProvisionToken::try_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Creates or (unless `create_only`) replaces a join token.
-    pub async fn upsert_token(
-        &self,
-        token: ProvisionToken,
-        create_only: bool,
-    ) -> Result<ProvisionToken> {
-        let r = self
-            .auth
-            .clone()
-            .upsert_token(v1::UpsertTokenRequest {
-                token: Some(token.into()),
-                create_only,
-            })
-            .await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Deletes a join token.
-    pub async fn delete_token(&self, name: &str) -> Result<()> {
-        let r = self.auth.clone().delete_token(Self::by_name(name)).await;
-        r.map_err(|s| self.status(s))?;
-        Ok(())
-    }
-
-    // ---- users ----
-
-    /// One user.
-    pub async fn get_user(&self, name: &str) -> Result<User> {
-        let r = self.auth.clone().get_user(Self::by_name(name)).await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Every user.
-    pub async fn list_users(&self) -> Result<Vec<User>> {
-        let r = self.auth.clone().list_users(v1::ListRequest {}).await;
-        let users = r.map_err(|s| self.status(s))?.into_inner().users;
-        Ok(users
-            .into_iter()
-            .map(User::try_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    // ---- bots ----
-
-    /// Creates bot `name` (user and role `bot-<name>`) allowed to impersonate `roles`, with the
-    /// `logins` trait. With `token_name`, the bot joins with that existing token (e.g. an `iam`
-    /// token); otherwise the server makes a fresh single-use token living `token_ttl` (zero:
-    /// one hour).
-    pub async fn create_bot(
-        &self,
-        name: &str,
-        roles: &[String],
-        logins: &[String],
-        token_name: Option<&str>,
-        token_ttl: Duration,
-    ) -> Result<CreatedBot> {
-        let r = self
-            .auth
-            .clone()
-            .create_bot(v1::CreateBotRequest {
-                name: name.to_string(),
-                roles: roles.to_vec(),
-                logins: logins.to_vec(),
-                token_name: token_name.unwrap_or_default().to_string(),
-                token_ttl_seconds: secs(token_ttl),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
-        let bot = r.bot.ok_or_else(|| machine_id_proto::ConvertError {
-            what: "bot",
-            message: "missing from the reply".into(),
-        })?;
-        let join_method = if r.join_method.is_empty() {
-            JoinMethod::Token
-        } else {
-            r.join_method
-                .parse()
-                .map_err(|message| machine_id_proto::ConvertError {
-                    what: "join method",
-                    message,
-                })?
-        };
-        Ok(CreatedBot {
-            bot: bot.into(),
-            token: TokenSecret::new(r.token_name),
-            token_expires: r.token_expires.as_ref().map(timestamp_to).transpose()?,
-            join_method,
-        })
-    }
-
-    /// One bot.
-    pub async fn get_bot(&self, name: &str) -> Result<Bot> {
-        let r = self.auth.clone().get_bot(Self::by_name(name)).await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().into())
-    }
-
-    /// Every bot.
-    pub async fn list_bots(&self) -> Result<Vec<Bot>> {
-        let r = self.auth.clone().list_bots(v1::ListRequest {}).await;
-        let bots = r.map_err(|s| self.status(s))?.into_inner().bots;
-        Ok(bots.into_iter().map(Bot::from).collect())
-    }
-
-    /// Deletes a bot: its user, role and tokens.
-    pub async fn delete_bot(&self, name: &str) -> Result<()> {
-        let r = self.auth.clone().delete_bot(Self::by_name(name)).await;
-        r.map_err(|s| self.status(s))?;
-        Ok(())
-    }
-
-    /// Locks a bot's user, for `ttl` or (`None`) until the lock is removed.
-    pub async fn lock_bot(&self, name: &str, message: &str, ttl: Option<Duration>) -> Result<Lock> {
-        let r = self
-            .auth
-            .clone()
-            .lock_bot(v1::LockBotRequest {
-                name: name.to_string(),
-                message: message.to_string(),
-                ttl_seconds: ttl.map(secs).unwrap_or(0),
-            })
-            .await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    // ---- nodes ----
-
-    /// One node, by id.
-    pub async fn get_node(&self, id: &str) -> Result<Node> {
-        let r = self.auth.clone().get_node(Self::by_name(id)).await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Every node.
-    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
-        let r = self.auth.clone().list_nodes(v1::ListRequest {}).await;
-        let nodes = r.map_err(|s| self.status(s))?.into_inner().nodes;
-        Ok(nodes
-            .into_iter()
-            .map(Node::try_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Creates or (unless `create_only`) replaces a node.
-    pub async fn upsert_node(&self, node: Node, create_only: bool) -> Result<Node> {
-        let r = self
-            .auth
-            .clone()
-            .upsert_node(v1::UpsertNodeRequest {
-                node: Some(node.into()),
-                create_only,
-            })
-            .await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Deletes a node, by id.
-    pub async fn delete_node(&self, id: &str) -> Result<()> {
-        let r = self.auth.clone().delete_node(Self::by_name(id)).await;
-        r.map_err(|s| self.status(s))?;
-        Ok(())
-    }
-
-    // ---- locks ----
-
-    /// Every lock.
-    pub async fn list_locks(&self) -> Result<Vec<Lock>> {
-        let r = self.auth.clone().list_locks(v1::ListRequest {}).await;
-        let locks = r.map_err(|s| self.status(s))?.into_inner().locks;
-        Ok(locks
-            .into_iter()
-            .map(Lock::try_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Creates or (unless `create_only`) replaces a lock.
-    pub async fn upsert_lock(&self, lock: Lock, create_only: bool) -> Result<Lock> {
-        let r = self
-            .auth
-            .clone()
-            .upsert_lock(v1::UpsertLockRequest {
-                lock: Some(lock.into()),
-                create_only,
-            })
-            .await;
-        Ok(r.map_err(|s| self.status(s))?.into_inner().try_into()?)
-    }
-
-    /// Deletes a lock, by id.
-    pub async fn delete_lock(&self, id: &str) -> Result<()> {
-        let r = self.auth.clone().delete_lock(Self::by_name(id)).await;
-        r.map_err(|s| self.status(s))?;
-        Ok(())
-    }
-
-    // ---- CAs, host certs, events ----
-
-    /// Exports a CA: `user`, `host` (OpenSSH lines) or `tls` (DER certificates); see
-    /// `machine_id_types::ca_kind`.
-    pub async fn export_ca(&self, kind: &str) -> Result<ExportedCa> {
-        let r = self
-            .auth
-            .clone()
-            .export_ca(v1::ExportCaRequest {
-                ca_type: kind.to_string(),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
-        Ok(ExportedCa {
-            ssh_public_keys: r.ssh_public_keys,
-            tls_certs: r.tls_certs,
-        })
-    }
-
-    /// Signs an SSH host certificate for `public_key` (an OpenSSH line) with principals
-    /// `hostnames` (the server adds `<name>.<cluster>`), valid for `ttl`.
-    pub async fn sign_host_cert(
-        &self,
-        public_key: &str,
-        hostnames: &[String],
-        ttl: Duration,
-    ) -> Result<HostCert> {
-        let r = self
-            .auth
-            .clone()
-            .sign_host_cert(v1::SignHostCertRequest {
-                public_key: public_key.to_string(),
-                hostnames: hostnames.to_vec(),
-                ttl_seconds: secs(ttl),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
-        Ok(HostCert {
-            ssh_cert: r.ssh_cert,
-            host_ca_key: r.host_ca_key,
-        })
-    }
-
-    /// Audit events, oldest first: of `event_type` (all when `None`), at most `limit` (zero:
-    /// the server's default), since `since` when given.
-    pub async fn search_events(
-        &self,
-        event_type: Option<&str>,
-        limit: u32,
-        since: Option<OffsetDateTime>,
-    ) -> Result<Vec<AuditEvent>> {
-        let r = self
-            .auth
-            .clone()
-            .search_events(v1::SearchEventsRequest {
-                event_type: event_type.unwrap_or_default().to_string(),
-                limit,
-                since: since.map(timestamp_from),
-            })
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
-        Ok(r.events
-            .into_iter()
-            .map(AuditEvent::try_from)
-            .collect::<Result<_, _>>()?)
     }
 }
 

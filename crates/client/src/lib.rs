@@ -7,6 +7,10 @@
 //!   answer never becomes a domain value.
 //!   - [`Client::connect`]: mutual TLS with an identity (refused locally when it has expired).
 //!   - [`Client::connect_with_cas`]: no client certificate, for joining.
+//!   - Typed CRUD per resource kind ([`Client::get_role`], [`Client::list_nodes`], ...) and the
+//!     same generic over [`machine_id_types::ResourceKind`] ([`Client::get_resource`],
+//!     [`Client::list_resources`], [`Client::upsert_resource`], [`Client::delete_resource`]);
+//!     [`Client::find_node`] finds a node by id or host name.
 //! - [`bootstrap_ca_certs`]: CA-pin bootstrap for a first join: fetch the cluster CAs without
 //!   verifying, check each against the `sha256:` pins, then trust only those.
 //! - [`dial_proxy_ssh`]: a relay to a node's sshd through the cluster's SSH proxy (mutual

@@ -8,7 +8,6 @@ use der::asn1::{BitStringRef, OctetStringRef};
 use der::{Decode, Encode};
 use p256::elliptic_curve::zeroize::Zeroizing;
 use rand_core::OsRng;
-use ring::signature::KeyPair as _;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
@@ -414,8 +413,12 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let line = self.to_openssh();
-        let fp = crate::ssh::ssh_fingerprint(&line).unwrap_or_default();
+        // The fingerprint `ssh-keygen -l` prints, computed here so that `key` depends on no
+        // other module of this crate.
+        let fp = self
+            .ssh_key_data()
+            .map(|data| data.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+            .unwrap_or_default();
         write!(f, "PublicKey({} {fp})", self.ssh_algorithm())
     }
 }
@@ -592,23 +595,6 @@ impl PublicKey {
             }
         }
     }
-}
-
-/// Builds ring's P-256 key pair for `alg` from our key.
-pub(crate) fn ring_p256(
-    key: &P256Key,
-    alg: &'static ring::signature::EcdsaSigningAlgorithm,
-) -> Result<ring::signature::EcdsaKeyPair, MintError> {
-    let rng = ring::rand::SystemRandom::new();
-    let pair = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-        alg,
-        &key.scalar[..],
-        &key.public,
-        &rng,
-    )
-    .map_err(|e| MintError::InvalidPrivateKey(format!("p-256 key rejected: {e}")))?;
-    debug_assert_eq!(pair.public_key().as_ref(), &key.public[..]);
-    Ok(pair)
 }
 
 #[cfg(test)]

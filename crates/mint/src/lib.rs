@@ -6,6 +6,8 @@
 //! - [`CaSigner`]: the CAs with cached signers, built once and used for every certificate.
 //! - [`parse_tls_identity`]: reads an [`Identity`] back from an X.509 certificate.
 //! - [`CaPin`]: `sha256:<hex>` over a CA certificate's SubjectPublicKeyInfo.
+//! - [`ssh_fingerprint`] and [`cert_fingerprint`]: the fingerprints `ssh-keygen -l` and
+//!   `openssl x509 -fingerprint -sha256` print, for people to compare.
 //! - [`oids`] and [`ssh_ext`]: where the identity sits in X.509 subjects and SSH extensions.
 //!
 //! Signing uses ring (ECDSA P-256, RSA) and ed25519-dalek, each key parsed once in
@@ -42,16 +44,18 @@
 
 mod ca;
 mod error;
+mod fingerprint;
 mod key;
 mod pin;
+mod signer;
 mod ssh;
 mod x509;
 
 pub use ca::{CaKeys, CaSigner};
 pub use error::MintError;
+pub use fingerprint::{cert_fingerprint, ssh_fingerprint};
 pub use key::{PrivateKey, PublicKey};
 pub use pin::CaPin;
-pub use ssh::ssh_fingerprint;
 pub use x509::{TlsCertInfo, parse_tls_cert, parse_tls_identity};
 
 #[doc(no_inline)]

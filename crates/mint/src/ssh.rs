@@ -1,7 +1,7 @@
 //! OpenSSH certificates: user certs from the user CA, host certs from the host CA.
 
-use crate::ca::CaKey;
 use crate::key::PublicKey;
+use crate::signer::CaKey;
 use crate::x509::BACKDATE;
 use crate::{MintError, ssh_ext};
 use machine_id_types::Identity;
@@ -128,22 +128,4 @@ pub(crate) fn host_cert(
             .map_err(|e| MintError::encoding("ssh certificate", e))?;
     }
     finish(b, ca)
-}
-
-/// `SHA256:<base64>` fingerprint of an OpenSSH public key line, as `ssh-keygen -l` prints it.
-/// A certificate line gives the fingerprint of the certified key, as `ssh-keygen -l` does.
-pub fn ssh_fingerprint(openssh_line: &str) -> Result<String, MintError> {
-    let line = openssh_line.trim();
-    let data = match ssh_key::PublicKey::from_openssh(line) {
-        Ok(key) => key.key_data().clone(),
-        Err(key_err) => match ssh_key::Certificate::from_openssh(line) {
-            Ok(cert) => cert.public_key().clone(),
-            Err(_) => {
-                return Err(MintError::InvalidPublicKey(format!(
-                    "openssh public key line: {key_err}"
-                )));
-            }
-        },
-    };
-    Ok(data.fingerprint(ssh_key::HashAlg::Sha256).to_string())
 }

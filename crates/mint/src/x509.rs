@@ -1,8 +1,8 @@
 //! X.509: the TLS CA certificate, user (client) and server certificates, and reading an
 //! [`Identity`] back.
 
-use crate::ca::CaKey;
 use crate::key::PublicKey;
+use crate::signer::CaKey;
 use crate::{MintError, oids};
 use const_oid::ObjectIdentifier;
 use const_oid::db::{rfc4519, rfc5280};

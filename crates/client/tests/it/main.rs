@@ -4,6 +4,7 @@
 
 mod calls;
 mod pins;
+mod resources;
 
 use machine_id_auth::{AuthConfig, AuthServer, RunningAuthServer};
 use machine_id_client::{Client, ClientIdentity};

@@ -1,0 +1,169 @@
+//! The administrative calls that are not resource CRUD: bots (create, get, list, delete,
+//! lock), CA export, host certificate signing and the audit log.
+
+use super::{Client, by_name, convert_all, secs};
+use crate::error::Result;
+use machine_id_join::token::TokenSecret;
+use machine_id_proto::v1;
+use machine_id_proto::{timestamp_from, timestamp_to};
+use machine_id_types::{AuditEvent, Bot, JoinMethod, Lock};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// A bot just created, with the token it joins with.
+#[derive(Debug, Clone)]
+pub struct CreatedBot {
+    /// The bot.
+    pub bot: Bot,
+    /// The join token: the secret for the `token` method, a plain name for `iam`.
+    pub token: TokenSecret,
+    /// When the token expires, if ever.
+    pub token_expires: Option<OffsetDateTime>,
+    /// How the bot joins with it.
+    pub join_method: JoinMethod,
+}
+
+/// A CA as `tctl auth export` needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportedCa {
+    /// SSH CAs (`user`, `host`): OpenSSH public key lines.
+    pub ssh_public_keys: Vec<String>,
+    /// The TLS CA (`tls`): certificates, DER.
+    pub tls_certs: Vec<Vec<u8>>,
+}
+
+/// A signed SSH host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCert {
+    /// The OpenSSH host certificate line.
+    pub ssh_cert: String,
+    /// The host CA's public key line, for known_hosts.
+    pub host_ca_key: String,
+}
+
+impl Client {
+    // ---- bots ----
+
+    /// Creates bot `name` (user and role `bot-<name>`) allowed to impersonate `roles`, with the
+    /// `logins` trait. With `token_name`, the bot joins with that existing token (e.g. an `iam`
+    /// token); otherwise the server makes a fresh single-use token living `token_ttl` (zero:
+    /// one hour).
+    pub async fn create_bot(
+        &self,
+        name: &str,
+        roles: &[String],
+        logins: &[String],
+        token_name: Option<&str>,
+        token_ttl: Duration,
+    ) -> Result<CreatedBot> {
+        let request = v1::CreateBotRequest {
+            name: name.to_string(),
+            roles: roles.to_vec(),
+            logins: logins.to_vec(),
+            token_name: token_name.unwrap_or_default().to_string(),
+            token_ttl_seconds: secs(token_ttl),
+        };
+        let r = self.reply(self.auth.clone().create_bot(request).await)?;
+        let bot = r.bot.ok_or_else(|| machine_id_proto::ConvertError {
+            what: "bot",
+            message: "missing from the reply".into(),
+        })?;
+        let join_method = if r.join_method.is_empty() {
+            JoinMethod::Token
+        } else {
+            r.join_method
+                .parse()
+                .map_err(|message| machine_id_proto::ConvertError {
+                    what: "join method",
+                    message,
+                })?
+        };
+        Ok(CreatedBot {
+            bot: bot.into(),
+            token: TokenSecret::new(r.token_name),
+            token_expires: r.token_expires.as_ref().map(timestamp_to).transpose()?,
+            join_method,
+        })
+    }
+
+    /// One bot.
+    pub async fn get_bot(&self, name: &str) -> Result<Bot> {
+        let r = self.auth.clone().get_bot(by_name(name)).await;
+        Ok(self.reply(r)?.into())
+    }
+
+    /// Every bot.
+    pub async fn list_bots(&self) -> Result<Vec<Bot>> {
+        let r = self.auth.clone().list_bots(v1::ListRequest {}).await;
+        Ok(self.reply(r)?.bots.into_iter().map(Bot::from).collect())
+    }
+
+    /// Deletes a bot: its user, role and tokens.
+    pub async fn delete_bot(&self, name: &str) -> Result<()> {
+        let r = self.auth.clone().delete_bot(by_name(name)).await;
+        self.reply(r).map(drop)
+    }
+
+    /// Locks a bot's user, for `ttl` or (`None`) until the lock is removed.
+    pub async fn lock_bot(&self, name: &str, message: &str, ttl: Option<Duration>) -> Result<Lock> {
+        let request = v1::LockBotRequest {
+            name: name.to_string(),
+            message: message.to_string(),
+            ttl_seconds: ttl.map(secs).unwrap_or(0),
+        };
+        let r = self.auth.clone().lock_bot(request).await;
+        Ok(self.reply(r)?.try_into()?)
+    }
+
+    // ---- CAs, host certs, events ----
+
+    /// Exports a CA: `user`, `host` (OpenSSH lines) or `tls` (DER certificates); see
+    /// `machine_id_types::ca_kind`.
+    pub async fn export_ca(&self, kind: &str) -> Result<ExportedCa> {
+        let request = v1::ExportCaRequest {
+            ca_type: kind.to_string(),
+        };
+        let r = self.reply(self.auth.clone().export_ca(request).await)?;
+        Ok(ExportedCa {
+            ssh_public_keys: r.ssh_public_keys,
+            tls_certs: r.tls_certs,
+        })
+    }
+
+    /// Signs an SSH host certificate for `public_key` (an OpenSSH line) with principals
+    /// `hostnames` (the server adds `<name>.<cluster>`), valid for `ttl`.
+    pub async fn sign_host_cert(
+        &self,
+        public_key: &str,
+        hostnames: &[String],
+        ttl: Duration,
+    ) -> Result<HostCert> {
+        let request = v1::SignHostCertRequest {
+            public_key: public_key.to_string(),
+            hostnames: hostnames.to_vec(),
+            ttl_seconds: secs(ttl),
+        };
+        let r = self.reply(self.auth.clone().sign_host_cert(request).await)?;
+        Ok(HostCert {
+            ssh_cert: r.ssh_cert,
+            host_ca_key: r.host_ca_key,
+        })
+    }
+
+    /// Audit events, oldest first: of `event_type` (all when `None`), at most `limit` (zero:
+    /// the server's default), since `since` when given.
+    pub async fn search_events(
+        &self,
+        event_type: Option<&str>,
+        limit: u32,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<AuditEvent>> {
+        let request = v1::SearchEventsRequest {
+            event_type: event_type.unwrap_or_default().to_string(),
+            limit,
+            since: since.map(timestamp_from),
+        };
+        let r = self.reply(self.auth.clone().search_events(request).await)?;
+        convert_all(r.events)
+    }
+}
