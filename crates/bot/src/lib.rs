@@ -45,21 +45,27 @@
 mod backoff;
 mod bot;
 mod bounded;
+mod builder;
 pub mod config;
 mod diag;
 mod error;
 mod identity;
+mod metrics;
+mod onboarding;
+mod outputs;
 mod proxy;
 pub mod storage;
 mod tls;
 
 pub use backoff::Backoff;
-pub use bot::{Bot, BotBuilder, Status};
+pub use bot::Bot;
 pub use bounded::{CA_FILE_LIMIT, CONFIG_FILE_LIMIT, TOKEN_FILE_LIMIT};
+pub use builder::BotBuilder;
 pub use config::{BotConfig, Overrides};
 pub use diag::{metrics_text, serve_diag};
 pub use error::{BotError, Result};
 pub use identity::IssuedIdentity;
+pub use metrics::Status;
 pub use proxy::{enlarge_stdio_pipes, proxy_ssh, ssh_target};
 pub use storage::Storage;
 
