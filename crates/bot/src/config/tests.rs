@@ -45,9 +45,17 @@ fn parses_the_v1_shape() {
 #[test]
 fn defaults() {
     let c = BotConfig::from_yaml("auth_server: a:1\n").unwrap();
-    assert_eq!(c.certificate_ttl(), DEFAULT_CERTIFICATE_TTL);
-    assert_eq!(c.renewal_interval(), DEFAULT_RENEWAL_INTERVAL);
-    assert_eq!(c.storage.data_dir(), Some(PathBuf::from(DEFAULT_DATA_DIR)));
+    // The README's numbers, not the constants compared with themselves.
+    assert_eq!(c.certificate_ttl(), Duration::from_secs(60 * 60), "60m");
+    assert_eq!(c.renewal_interval(), Duration::from_secs(20 * 60), "20m");
+    assert_eq!(
+        c.storage.data_dir(),
+        Some(PathBuf::from("/var/lib/teleport/bot"))
+    );
+    assert_eq!(
+        (DEFAULT_CERTIFICATE_TTL, DEFAULT_RENEWAL_INTERVAL),
+        (c.certificate_ttl(), c.renewal_interval())
+    );
     let m = BotConfig::from_yaml("storage:\n  memory: {}\n").unwrap();
     assert_eq!(m.storage.data_dir(), None);
 }
