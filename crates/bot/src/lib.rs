@@ -16,6 +16,12 @@
 //! - [`proxy_ssh`]: the `ProxyCommand` of the generated `ssh_config` (`tbot proxy ssh`).
 //! - [`BotError`]: every failure, with a message naming cause and fix.
 //!
+//! Inside, [`Bot`] is a thin handle over plain parts, each its own module: the builder's
+//! settings, the onboarding of the bot's own identity (trust, join, renewal, the stored
+//! identity), the outputs (impersonated certificates written to each destination) and the
+//! metrics ([`Status`] and the readiness rule). The `iam` join's bot half is
+//! `machine_id_join::iam::IamProver`.
+//!
 //! The join checks the cluster's CA against `sha256:` pins before trusting it (see
 //! `machine_id_client::bootstrap_ca_certs`); after that every call is verified mutual TLS.
 //! Renewal presents the bot's renewable identity, whose generation counter the server checks:

@@ -331,7 +331,7 @@ impl DataDir {
         }
     }
 
-    /// See [`Storage::load_pending_key`].
+    /// See [`Storage::load_pending_key`](super::Storage::load_pending_key).
     pub fn load_pending_key(&self, parent_sha256: &str) -> Result<Option<String>> {
         let Some(text) = self.read(&self.path, files::PENDING)? else {
             return Ok(None);
@@ -346,15 +346,15 @@ impl DataDir {
         Ok(None)
     }
 
-    /// See [`Storage::save_pending_key`]: temporary file, fsync, rename, fsync of the
-    /// directory.
+    /// See [`Storage::save_pending_key`](super::Storage::save_pending_key): temporary file,
+    /// fsync, rename, fsync of the directory.
     pub fn save_pending_key(&self, parent_sha256: &str, key_pem: &str) -> Result<()> {
         let body = format!("parent-sha256 {parent_sha256}\n{key_pem}");
         write_atomic(&self.path, files::PENDING, body.as_bytes())?;
         fsync_dir(&self.path)
     }
 
-    /// See [`Storage::clear_pending_key`].
+    /// See [`Storage::clear_pending_key`](super::Storage::clear_pending_key).
     pub fn clear_pending_key(&self) -> Result<()> {
         let p = self.path.join(files::PENDING);
         match std::fs::remove_file(&p) {

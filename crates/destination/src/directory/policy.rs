@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use crate::DestinationError;
 
-/// How a [`DirectoryDestination`] treats symlinks in the destination path.
+/// How a [`DirectoryDestination`](crate::DirectoryDestination) treats symlinks in the destination path.
 ///
 /// Serialized in lower case as in tbot's config: `secure`, `try-secure`, `insecure`.
 #[derive(
