@@ -56,6 +56,10 @@ struct ProxyArgs {
     /// The destination whose certificate (key, tlscert, tlscacerts) authenticates.
     #[arg(long)]
     destination_dir: PathBuf,
+    /// The destination's symlink policy (the generated ssh_config passes it when it is not
+    /// the default).
+    #[arg(long, default_value = "try-secure")]
+    symlinks: SymlinkPolicy,
     /// The proxy, host:port.
     #[arg(long)]
     proxy: String,
@@ -284,6 +288,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     machine_id_bot::enlarge_stdio_pipes();
     machine_id_bot::proxy_ssh(
         &args.destination_dir,
+        args.symlinks,
         &args.proxy,
         &target,
         tokio::io::stdin(),

@@ -71,24 +71,14 @@ pub fn metrics_text(status: &Status) -> String {
 fn respond(bot: &Bot, path: &str) -> Response<Full<Bytes>> {
     let (code, body, ctype) = match path {
         "/livez" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
-        "/readyz" => {
-            let st = bot.status();
-            if st.ready {
-                (StatusCode::OK, "ready\n".to_string(), "text/plain")
-            } else if let Some(e) = bot.identity_save_error() {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {e}\n"),
-                    "text/plain",
-                )
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no valid certificates, or the last renewal failed and they are near expiry\n".to_string(),
-                    "text/plain",
-                )
-            }
-        }
+        "/readyz" => match bot.not_ready_reason() {
+            None => (StatusCode::OK, "ready\n".to_string(), "text/plain"),
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+                "text/plain",
+            ),
+        },
         "/metrics" => (
             StatusCode::OK,
             metrics_text(&bot.status()),

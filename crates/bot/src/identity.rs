@@ -1,12 +1,20 @@
 //! A key with the certificates issued to it, in the shapes the bot needs.
 
-use machine_id_client::{Certs, ClientIdentity};
+use machine_id_client::{Certs, Client, ClientIdentity};
 use machine_id_destination::Artifacts;
-use machine_id_mint::{PrivateKey, cert_der_to_pem, certs_from_pem, parse_tls_identity};
-use machine_id_types::Identity;
+use machine_id_mint::{PrivateKey, Suite, cert_der_to_pem, certs_from_pem, parse_tls_identity};
+use machine_id_types::{Clock, Identity};
+use time::format_description::well_known::Rfc3339;
 
+use crate::error::refusal;
 use crate::storage::StoredIdentity;
 use crate::{BotError, Result};
+
+/// A new key for a renewal or an output.
+pub(crate) fn new_key() -> Result<PrivateKey> {
+    PrivateKey::generate(Suite::Default)
+        .map_err(|e| BotError::Internal(format!("generating a key: {e}")))
+}
 
 fn invalid(what: &str, e: impl std::fmt::Display) -> BotError {
     BotError::Invalid {
@@ -77,6 +85,19 @@ impl IssuedIdentity {
     /// The OpenSSH certificate line.
     pub fn ssh_cert(&self) -> &str {
         &self.certs.ssh_cert
+    }
+
+    /// When the certificate expires, RFC 3339, for messages.
+    pub(crate) fn expires_rfc3339(&self) -> String {
+        self.identity.expires.format(&Rfc3339).unwrap_or_default()
+    }
+
+    /// A mutual-TLS connection to the auth server at `addr` as this identity; its expiry is
+    /// judged by `clock`.
+    pub(crate) async fn connect(&self, addr: &str, clock: &dyn Clock) -> Result<Client> {
+        Client::connect_with_clock(addr, &self.client_identity()?, clock)
+            .await
+            .map_err(refusal)
     }
 
     /// For the gRPC client.

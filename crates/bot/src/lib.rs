@@ -16,6 +16,12 @@
 //! - [`proxy_ssh`]: the `ProxyCommand` of the generated `ssh_config` (`tbot proxy ssh`).
 //! - [`BotError`]: every failure, with a message naming cause and fix.
 //!
+//! Inside, [`Bot`] is a thin handle over plain parts, each its own module: the builder's
+//! settings, the onboarding of the bot's own identity (trust, join, renewal, the stored
+//! identity), the outputs (impersonated certificates written to each destination) and the
+//! metrics ([`Status`] and the readiness rule). The `iam` join's bot half is
+//! `machine_id_join::iam::IamProver`.
+//!
 //! The join checks the cluster's CA against `sha256:` pins before trusting it (see
 //! `machine_id_client::bootstrap_ca_certs`); after that every call is verified mutual TLS.
 //! Renewal presents the bot's renewable identity, whose generation counter the server checks:
@@ -45,21 +51,27 @@
 mod backoff;
 mod bot;
 mod bounded;
+mod builder;
 pub mod config;
 mod diag;
 mod error;
 mod identity;
+mod metrics;
+mod onboarding;
+mod outputs;
 mod proxy;
 pub mod storage;
 mod tls;
 
 pub use backoff::Backoff;
-pub use bot::{Bot, BotBuilder, Status};
+pub use bot::Bot;
 pub use bounded::{CA_FILE_LIMIT, CONFIG_FILE_LIMIT, TOKEN_FILE_LIMIT};
+pub use builder::BotBuilder;
 pub use config::{BotConfig, Overrides};
 pub use diag::{metrics_text, serve_diag};
 pub use error::{BotError, Result};
 pub use identity::IssuedIdentity;
+pub use metrics::Status;
 pub use proxy::{enlarge_stdio_pipes, proxy_ssh, ssh_target};
 pub use storage::Storage;
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use machine_id_client::{ClientIdentity, dial_proxy_ssh};
+use machine_id_destination::{Destination as _, DirectoryDestination, SymlinkPolicy};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 
 /// The relay's buffer per direction.
@@ -17,10 +18,29 @@ pub fn ssh_target(target: &str) -> &str {
     target.rsplit_once('@').map_or(target, |(_, host)| host)
 }
 
+/// The client identity in the destination directory `dir`, read as one whole set through
+/// the destination (generation marker checked, `symlinks` applied), never file by file.
+fn destination_identity(dir: &Path, symlinks: SymlinkPolicy) -> Result<ClientIdentity> {
+    let unusable = |e: &dyn std::fmt::Display| {
+        BotError::Config(format!(
+            "cannot use the destination {}: {e}; is tbot writing this destination (tbot start --destination-dir={})?",
+            dir.display(),
+            dir.display()
+        ))
+    };
+    let set = DirectoryDestination::new(dir)
+        .with_symlinks(symlinks)
+        .read()
+        .map_err(|e| unusable(&e))?
+        .ok_or_else(|| unusable(&"it holds no certificates yet"))?;
+    ClientIdentity::from_artifacts(&set, dir).map_err(|e| unusable(&e))
+}
+
 /// Relays `input` to the node `target` (`[user@]node[.cluster]:port`) through the proxy at
 /// `proxy_addr`, and the node's bytes to `output`, with the identity in `destination_dir`
-/// (its `key`, `tlscert`, `tlscacerts`). Returns when the node closes the connection; an
-/// end of `input` is passed on as a half-close.
+/// (its `key`, `tlscert`, `tlscacerts`, read as one set under the `symlinks` policy the
+/// destination is written with). Returns when the node closes the connection; an end of
+/// `input` is passed on as a half-close.
 ///
 /// # Errors
 ///
@@ -28,6 +48,7 @@ pub fn ssh_target(target: &str) -> &str {
 /// cannot be reached.
 pub async fn proxy_ssh<R, W>(
     destination_dir: &Path,
+    symlinks: SymlinkPolicy,
     proxy_addr: &str,
     target: &str,
     mut input: R,
@@ -37,13 +58,10 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let identity = ClientIdentity::load(destination_dir).map_err(|e| {
-        BotError::Config(format!(
-            "cannot use the destination {}: {e}; is tbot writing this destination (tbot start --destination-dir={})?",
-            destination_dir.display(),
-            destination_dir.display()
-        ))
-    })?;
+    let dir = destination_dir.to_path_buf();
+    let identity = tokio::task::spawn_blocking(move || destination_identity(&dir, symlinks))
+        .await
+        .map_err(|e| BotError::Internal(format!("reading the destination: {e}")))??;
     let target = ssh_target(target);
     let stream = dial_proxy_ssh(proxy_addr, &identity, target).await?;
     tracing::debug!(proxy = proxy_addr, target, "proxy: relaying");

@@ -18,6 +18,7 @@ use machine_id_mint::CaPin;
 use machine_id_proto::v1;
 use machine_id_proto::v1::auth_service_client::AuthServiceClient;
 use machine_id_proto::v1::join_service_client::JoinServiceClient;
+use machine_id_types::{Clock, SystemClock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -90,11 +91,20 @@ pub fn ca_pins(cas: &[Vec<u8>]) -> Result<Vec<CaPin>> {
 /// A mismatch means the CA was rotated or this is not the intended server; the error says so
 /// and points at `tctl status`.
 pub async fn bootstrap_ca_certs(addr: &str, pins: &[CaPin]) -> Result<Vec<Vec<u8>>> {
+    bootstrap_ca_certs_with_clock(addr, pins, &SystemClock).await
+}
+
+/// [`bootstrap_ca_certs`] judging the CAs' expiry by `clock` (the bot passes its own).
+pub async fn bootstrap_ca_certs_with_clock(
+    addr: &str,
+    pins: &[CaPin],
+    clock: &dyn Clock,
+) -> Result<Vec<Vec<u8>>> {
     if pins.is_empty() {
         return Err(ClientError::NoPins);
     }
     let cas = fetch_cas_unverified(addr).await?;
-    check_pins(addr, &cas, pins, OffsetDateTime::now_utc())?;
+    check_pins(addr, &cas, pins, clock.now())?;
     tracing::debug!(addr, cas = cas.len(), "cluster CAs match the CA pins");
     Ok(cas)
 }
@@ -215,7 +225,16 @@ impl Client {
     /// identity's CAs. An expired identity is refused here, before dialing, with a message that
     /// names the certificate and what to do.
     pub async fn connect(addr: &str, identity: &ClientIdentity) -> Result<Self> {
-        identity.check_valid_at(OffsetDateTime::now_utc())?;
+        Self::connect_with_clock(addr, identity, &SystemClock).await
+    }
+
+    /// [`Client::connect`] judging the identity's expiry by `clock` (the bot passes its own).
+    pub async fn connect_with_clock(
+        addr: &str,
+        identity: &ClientIdentity,
+        clock: &dyn Clock,
+    ) -> Result<Self> {
+        identity.check_valid_at(clock.now())?;
         let channel = tls::channel(addr, tls::identity_config(identity)?).await?;
         tracing::debug!(
             addr,

@@ -1,4 +1,8 @@
+//! [`ClientIdentity`]: the key, certificate and cluster CAs a client presents and trusts,
+//! read from an identity directory, a destination's artifacts, or given in memory.
+
 use crate::error::{ClientError, Result};
+use machine_id_destination::Artifacts;
 use machine_id_types::ADMIN_USER;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -90,11 +94,39 @@ impl ClientIdentity {
     /// Loads the identity in `dir`: `key`, `tlscert` and `tlscacerts`, all PEM.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let key_pem = read(dir, files::KEY)?;
+        Self::from_pem_files(
+            read(dir, files::KEY)?,
+            &read(dir, files::TLS_CERT)?,
+            &read(dir, files::TLS_CA_CERTS)?,
+            dir,
+        )
+    }
+
+    /// The identity in a destination's `artifacts` (its `key`, `tlscert` and `tlscacerts`), as
+    /// read from the destination directory `dir` (named in messages and by
+    /// [`ClientIdentity::source_dir`]). Reading through the destination, rather than by path
+    /// with [`ClientIdentity::load`], gets one whole set under its symlink policy.
+    pub fn from_artifacts(artifacts: &Artifacts, dir: &Path) -> Result<Self> {
+        let text = |bytes: &[u8], name: &str| {
+            String::from_utf8(bytes.to_vec()).map_err(|_| ClientError::IdentityInvalid {
+                what: dir.join(name).display().to_string(),
+                message: "not UTF-8 text; expected PEM".into(),
+            })
+        };
+        Self::from_pem_files(
+            text(&artifacts.key, files::KEY)?,
+            &text(&artifacts.tls_cert, files::TLS_CERT)?,
+            &text(&artifacts.tls_ca_certs, files::TLS_CA_CERTS)?,
+            dir,
+        )
+    }
+
+    /// The identity of the three PEM files of directory `dir`.
+    fn from_pem_files(key_pem: String, cert_pem: &str, ca_pem: &str, dir: &Path) -> Result<Self> {
         let cert_path = dir.join(files::TLS_CERT).display().to_string();
         let ca_path = dir.join(files::TLS_CA_CERTS).display().to_string();
-        let cert = pem_certs(&read(dir, files::TLS_CERT)?, &cert_path)?;
-        let cas = pem_certs(&read(dir, files::TLS_CA_CERTS)?, &ca_path)?;
+        let cert = pem_certs(cert_pem, &cert_path)?;
+        let cas = pem_certs(ca_pem, &ca_path)?;
         let cert_der = cert.into_iter().next().unwrap_or_default();
         let mut id = Self::build(
             key_pem,

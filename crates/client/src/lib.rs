@@ -41,8 +41,8 @@ mod proxy;
 mod tls;
 
 pub use client::{
-    Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, bootstrap_ca_certs, ca_pins,
-    fetch_ca_certs_unverified, parse_pins,
+    Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, bootstrap_ca_certs,
+    bootstrap_ca_certs_with_clock, ca_pins, fetch_ca_certs_unverified, parse_pins,
 };
 pub use error::{ClientError, Result};
 pub use identity::{ClientIdentity, files};

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::DestinationError;
+use crate::{DestinationError, SymlinkPolicy};
 
 /// A host CA public key, validated from an OpenSSH public key line
 /// (`<type> <base64> [comment]`).
@@ -112,6 +112,9 @@ pub struct SshConfigParams<'a> {
     pub destination_dir: &'a Path,
     /// The path of the `tbot` binary (absolute).
     pub tbot_path: &'a Path,
+    /// The destination's symlink policy, which `tbot proxy` reads the directory with (passed
+    /// as `--symlinks=` when it is not the default).
+    pub symlinks: SymlinkPolicy,
     /// The cluster's host CA keys; with any, `HostKeyAlgorithms` lists host certificate
     /// algorithms only (theirs first).
     pub host_ca_keys: &'a [HostCaKey],
@@ -205,6 +208,9 @@ fn shell_word(s: &str) -> String {
 /// # End generated configuration
 /// ```
 ///
+/// A destination whose symlink policy is not the default (`try-secure`) adds
+/// `--symlinks=<policy>` after `--destination-dir`, so `tbot proxy` reads it the same way.
+///
 /// Paths are double-quoted for OpenSSH (so spaces work) and `%` in them is doubled. In
 /// `ProxyCommand`, which OpenSSH hands to a shell, the destination dir stays bare when it
 /// holds only shell-safe characters and is double-quoted otherwise. Paths must be absolute
@@ -217,6 +223,7 @@ pub fn ssh_config(params: &SshConfigParams<'_>) -> Result<String, DestinationErr
         proxy_addr,
         destination_dir,
         tbot_path,
+        symlinks,
         host_ca_keys,
     } = *params;
     check_host("cluster name", cluster, false)?;
@@ -259,9 +266,14 @@ pub fn ssh_config(params: &SshConfigParams<'_>) -> Result<String, DestinationErr
     }
     let _ = writeln!(out, "Host *.{cluster} !{proxy_host}");
     let _ = writeln!(out, "    Port 3022");
+    let symlinks = if symlinks == SymlinkPolicy::default() {
+        String::new()
+    } else {
+        format!(" --symlinks={symlinks}")
+    };
     let _ = writeln!(
         out,
-        "    ProxyCommand \"{tbot}\" proxy --destination-dir={} --proxy={proxy_addr} ssh --cluster={cluster} %r@%h:%p",
+        "    ProxyCommand \"{tbot}\" proxy --destination-dir={}{symlinks} --proxy={proxy_addr} ssh --cluster={cluster} %r@%h:%p",
         shell_word(dir)
     );
     let _ = writeln!(out, "# End generated configuration");
@@ -308,6 +320,7 @@ mod tests {
             proxy_addr: "proxy.example.com:3080",
             destination_dir: dir,
             tbot_path: Path::new("/usr/local/bin/tbot"),
+            symlinks: SymlinkPolicy::TrySecure,
             host_ca_keys: keys,
         }
     }

@@ -525,3 +525,165 @@ async fn a_destination_overlapping_the_data_dir_is_refused_before_anything_is_wr
     );
     assert!(!other.exists(), "nothing created");
 }
+
+/// `GET path` on the diagnostics listener: the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Serves the diagnostics of `bot` on a free port until the handle is aborted.
+async fn diag(bot: &Bot) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let (addr, serve) = machine_id_bot::serve_diag(bot.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    (addr, tokio::spawn(serve))
+}
+
+/// The rule between "renewed" and "nothing yet": after a failed renewal the bot stays ready
+/// while its certificates have more than half their TTL left, and not after; expired is never
+/// ready. The bot's clock moves, no time passes.
+#[tokio::test]
+async fn readyz_after_a_failed_renewal_follows_the_half_life_rule() {
+    let s = TestServer::start().await;
+    let token = s.bot("robot", &["access"]).await;
+    let clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
+    let bot = s
+        .builder(&token)
+        .clock(clock.clone())
+        .certificate_ttl(Duration::from_secs(3600))
+        .memory_destination(vec![])
+        .build()
+        .unwrap();
+    let (addr, _serve) = diag(&bot).await;
+    let (code, body) = http_get(addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no valid certificates"), "{body}");
+
+    bot.renew().await.unwrap();
+    let (code, body) = http_get(addr, "/readyz").await;
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    // Renewed: past half its life is still fine while the last renewal succeeded.
+    clock.advance(Duration::from_secs(35 * 60));
+    assert!(bot.status().ready, "{:?}", bot.status());
+
+    // A renewal that fails (the bot was deleted) with most of the TTL left: still ready.
+    let clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
+    let token = s.bot("robot2", &["access"]).await;
+    let bot = s
+        .builder(&token)
+        .clock(clock.clone())
+        .certificate_ttl(Duration::from_secs(3600))
+        .memory_destination(vec![])
+        .build()
+        .unwrap();
+    let (addr, _serve) = diag(&bot).await;
+    bot.renew().await.unwrap();
+    s.admin.delete_bot("robot2").await.unwrap();
+    clock.advance(Duration::from_secs(10 * 60));
+    bot.renew().await.unwrap_err();
+    let st = bot.status();
+    assert!(!st.last_ok && st.failures == 1, "{st:?}");
+    let (code, body) = http_get(addr, "/readyz").await;
+    assert_eq!(code, 200, "50 of 60 minutes left after a failure: {body}");
+
+    // Past half its life (25 of 60 minutes left): not ready, and /readyz says why.
+    clock.advance(Duration::from_secs(25 * 60));
+    let (code, body) = http_get(addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the last renewal failed") && body.contains("half their TTL"),
+        "{body}"
+    );
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(metrics.contains("tbot_ready 0\n"), "{metrics}");
+
+    // Past expiry: not ready.
+    clock.advance(Duration::from_secs(30 * 60));
+    assert!(bot.status().seconds_until_expiry.unwrap() <= 0);
+    let (code, body) = http_get(addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("expired"), "{body}");
+}
+
+/// A restarted bot whose destination holds valid certificates is ready before its first
+/// renewal (here the auth server cannot be reached at all), judged by the same rule: fine
+/// with most of the TTL left, not ready past half of it.
+#[tokio::test]
+async fn readyz_at_start_judges_the_certificates_the_destination_holds() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dest) = (tmp.path().join("data"), tmp.path().join("dest"));
+    let token = s.bot("robot", &["access"]).await;
+    s.builder(&token)
+        .data_dir(&data)
+        .unwrap()
+        .directory_destination(&dest, Default::default(), vec![])
+        .certificate_ttl(Duration::from_secs(3600))
+        .oneshot(true)
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+
+    for (minutes_later, ready) in [(5, true), (40, false)] {
+        let clock = Arc::new(FakeClock::new(
+            time::OffsetDateTime::now_utc() + Duration::from_secs(minutes_later * 60),
+        ));
+        // Nothing listens on port 1: every renewal fails and is retried.
+        let bot = Bot::builder()
+            .auth_server("127.0.0.1:1")
+            .token(&token)
+            .ca_pins(vec![s.pin.clone()])
+            .clock(clock)
+            .certificate_ttl(Duration::from_secs(3600))
+            .data_dir(&data)
+            .unwrap()
+            .directory_destination(&dest, Default::default(), vec![])
+            .build()
+            .unwrap();
+        let (addr, serve) = diag(&bot).await;
+        let task = tokio::spawn({
+            let bot = bot.clone();
+            async move { bot.run().await }
+        });
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while bot.status().seconds_until_expiry.is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the bot never looked at the destination");
+        let st = bot.status();
+        assert_eq!(st.renewals, 0, "{st:?}");
+        let (code, body) = http_get(addr, "/readyz").await;
+        if ready {
+            assert_eq!((code, body.as_str()), (200, "ready\n"), "{st:?}");
+        } else {
+            assert_eq!(code, 503, "{body}");
+            assert!(body.contains("near expiry"), "{body}");
+        }
+        bot.stop();
+        task.await.unwrap().unwrap();
+        // Let go of the data directory for the next round.
+        serve.abort();
+        let _ = serve.await;
+        drop(bot);
+    }
+}

@@ -24,6 +24,7 @@
 //! (environment, shared credentials/config profile, container credentials, EC2 instance
 //! metadata with IMDSv2), [`resolve_sts_target`] picks the endpoint the AWS conventions name,
 //! and [`sign_identity_request`] builds, signs (SigV4, no AWS SDK) and serializes the request.
+//! [`IamProver`] is the three in one, what a bot calls for a join.
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -58,6 +59,7 @@ mod credentials;
 mod endpoints;
 mod error;
 mod http;
+mod prover;
 mod request;
 mod rules;
 mod sign;
@@ -67,6 +69,7 @@ pub use challenge::{CHALLENGE_TTL, Challenge, ChallengeLedger, DEFAULT_LEDGER_CA
 pub use credentials::{AwsCredentials, AwsEnv, CredentialSource, load_credentials};
 pub use endpoints::{Scheme, StsAllowList, StsEndpoint};
 pub use error::IamError;
+pub use prover::IamProver;
 pub use request::{
     MAX_REQUEST_BYTES, SignedRequest, VerifiedRequest, check_signed_request, parse_signed_request,
 };

@@ -1,0 +1,341 @@
+//! The bot's outputs: for each destination, impersonated certificates for its roles, the
+//! files they make (with `known_hosts` and `ssh_config`), the write, and what was written
+//! last, for the accessors and the readiness rule.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use machine_id_client::{Client, PingInfo};
+use machine_id_destination::{
+    Artifacts, Destination, DirectoryDestination, HostCaKey, SshConfigParams, SymlinkPolicy,
+    known_hosts, ssh_config,
+};
+use machine_id_mint::{certs_from_pem, parse_tls_identity};
+use machine_id_types::Clock;
+use rustls::sign::CertifiedKey;
+
+use crate::error::refusal;
+use crate::identity::{IssuedIdentity, new_key};
+use crate::{BotError, Result};
+
+/// Where one output goes and which roles its certificates carry.
+#[derive(Clone)]
+pub(crate) struct Output {
+    destination: Arc<dyn Destination>,
+    /// The directory and its symlink policy, for the ssh_config template (directory
+    /// destinations only).
+    dir: Option<(PathBuf, SymlinkPolicy)>,
+    /// Empty: every role the bot may impersonate.
+    roles: Vec<String>,
+    describe: String,
+}
+
+impl Output {
+    /// An output to `destination`, the `n`th of the bot.
+    pub(crate) fn new(destination: Arc<dyn Destination>, roles: Vec<String>, n: usize) -> Self {
+        Self {
+            destination,
+            dir: None,
+            roles,
+            describe: format!("destination {n}"),
+        }
+    }
+
+    /// An output to the directory `path` (absolute).
+    pub(crate) fn directory(path: PathBuf, symlinks: SymlinkPolicy, roles: Vec<String>) -> Self {
+        Self {
+            destination: Arc::new(DirectoryDestination::new(&path).with_symlinks(symlinks)),
+            describe: format!("destination {}", path.display()),
+            dir: Some((path, symlinks)),
+            roles,
+        }
+    }
+
+    /// The directory, for directory outputs.
+    pub(crate) fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_ref().map(|(d, _)| d.as_path())
+    }
+}
+
+/// What one output holds since its last write.
+#[derive(Clone)]
+pub(crate) struct OutputState {
+    pub(crate) issued: IssuedIdentity,
+    pub(crate) artifacts: Arc<Artifacts>,
+    pub(crate) certified: Arc<CertifiedKey>,
+}
+
+/// The outputs of one bot and what they hold.
+pub(crate) struct Outputs {
+    outputs: Vec<Output>,
+    auth_server: String,
+    certificate_ttl: Duration,
+    tbot_path: PathBuf,
+    clock: Arc<dyn Clock>,
+    written: RwLock<Vec<OutputState>>,
+    /// Unix seconds the earliest output certificate expires (0: none known).
+    expires: AtomicI64,
+}
+
+/// `host` of `host:port` (`[v6]:port` → `v6`).
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    }
+}
+
+/// When the certificate of a written set expires (Unix seconds), if it holds a readable one.
+fn set_expiry(set: &Artifacts) -> Option<i64> {
+    let pem = std::str::from_utf8(&set.tls_cert).ok()?;
+    let der = certs_from_pem(pem).ok()?.into_iter().next()?;
+    Some(parse_tls_identity(&der).ok()?.expires.unix_timestamp())
+}
+
+impl Outputs {
+    /// The outputs of a bot of `auth_server` asking for certificates of `certificate_ttl`.
+    pub(crate) fn new(
+        outputs: Vec<Output>,
+        auth_server: String,
+        certificate_ttl: Duration,
+        tbot_path: PathBuf,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            outputs,
+            auth_server,
+            certificate_ttl,
+            tbot_path,
+            clock,
+            written: RwLock::default(),
+            expires: AtomicI64::new(0),
+        }
+    }
+
+    /// Reads what output `index` holds since its last write.
+    pub(crate) fn read<T>(&self, index: usize, f: impl FnOnce(&OutputState) -> T) -> Option<T> {
+        self.written
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .map(f)
+    }
+
+    /// Unix seconds the earliest output certificate expires, once known.
+    pub(crate) fn expires(&self) -> Option<i64> {
+        let v = self.expires.load(Ordering::Relaxed);
+        (v != 0).then_some(v)
+    }
+
+    /// Finishes writes to directory destinations that a killed tbot left half-renamed;
+    /// failures are logged.
+    pub(crate) async fn recover(&self) {
+        for out in &self.outputs {
+            let dest = out.destination.clone();
+            match tokio::task::spawn_blocking(move || dest.recover()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(output = %out.describe, "finished a destination write that was interrupted");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(output = %out.describe, error = %e, "cannot finish an interrupted destination write; the next write replaces the set");
+                }
+                Err(e) => {
+                    tracing::warn!(output = %out.describe, error = %e, "recovering the destination failed");
+                }
+            }
+        }
+    }
+
+    /// Before anything was written by this process: when every destination already holds a
+    /// set (a restart), the earliest expiry of their certificates is what the outputs hold,
+    /// so the readiness rule judges those rather than saying there are none.
+    pub(crate) async fn adopt_written(&self) {
+        if self.outputs.is_empty() || self.expires().is_some() {
+            return;
+        }
+        let mut earliest: Option<i64> = None;
+        for out in &self.outputs {
+            let dest = out.destination.clone();
+            let found = match tokio::task::spawn_blocking(move || dest.read()).await {
+                Ok(Ok(Some(set))) => set_expiry(&set),
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    tracing::debug!(output = %out.describe, error = %e, "cannot read the destination's set at start");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(output = %out.describe, error = %e, "reading the destination at start failed");
+                    None
+                }
+            };
+            let Some(expires) = found else {
+                return;
+            };
+            earliest = Some(earliest.map_or(expires, |e| e.min(expires)));
+        }
+        if let Some(t) = earliest {
+            // Only if no renewal has written meanwhile.
+            let _ = self
+                .expires
+                .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed);
+            tracing::debug!(
+                expires = t,
+                "the destinations hold certificates from before"
+            );
+        }
+    }
+
+    /// Gets new certificates for every output from the auth server as `bot`, and writes them.
+    pub(crate) async fn renew(&self, bot: &IssuedIdentity) -> Result<()> {
+        let client = bot.connect(&self.auth_server, self.clock.as_ref()).await?;
+        let ping = client.ping().await.map_err(refusal)?;
+        let host_ca_keys = host_ca_keys(&client, bot).await;
+        let mut default_roles: Option<Vec<String>> = None;
+        let mut states = Vec::with_capacity(self.outputs.len());
+        for out in &self.outputs {
+            let roles = if out.roles.is_empty() {
+                if default_roles.is_none() {
+                    default_roles = Some(impersonable_roles(&client, bot).await?);
+                }
+                default_roles.clone().unwrap_or_default()
+            } else {
+                out.roles.clone()
+            };
+            states.push(
+                self.write_output(&client, out, &roles, &ping, &host_ca_keys)
+                    .await?,
+            );
+        }
+        let earliest = states
+            .iter()
+            .map(|s| s.issued.identity.expires.unix_timestamp())
+            .min()
+            .unwrap_or(bot.identity.expires.unix_timestamp());
+        self.expires.store(earliest, Ordering::Relaxed);
+        *self.written.write().unwrap_or_else(PoisonError::into_inner) = states;
+        Ok(())
+    }
+
+    /// Gets impersonated certificates for `roles` and writes them to `out`.
+    async fn write_output(
+        &self,
+        client: &Client,
+        out: &Output,
+        roles: &[String],
+        ping: &PingInfo,
+        host_ca_keys: &[HostCaKey],
+    ) -> Result<OutputState> {
+        let key = new_key()?;
+        let certs = client
+            .generate_user_certs(&key.public_key().to_spki_der(), self.certificate_ttl, roles)
+            .await
+            .map_err(refusal)?;
+        let issued = IssuedIdentity::new(key, certs)?;
+        tracing::debug!(output = %out.describe, "got the output certificates");
+        let mut artifacts = issued.to_artifacts();
+        let proxy_addr = ping
+            .proxy_public_addr
+            .clone()
+            .unwrap_or_else(|| self.auth_server.clone());
+        let proxy_host = host_of(&proxy_addr);
+        artifacts.known_hosts =
+            known_hosts(&ping.cluster_name, proxy_host, host_ca_keys).into_bytes();
+        if let Some((dir, symlinks)) = &out.dir {
+            artifacts.ssh_config = ssh_config(&SshConfigParams {
+                cluster: &ping.cluster_name,
+                proxy_host,
+                proxy_addr: &proxy_addr,
+                destination_dir: dir,
+                tbot_path: &self.tbot_path,
+                symlinks: *symlinks,
+                host_ca_keys,
+            })?
+            .into_bytes();
+        }
+        let certified = crate::tls::certified_key(&issued)?;
+        let artifacts = Arc::new(artifacts);
+        let dest = out.destination.clone();
+        let to_write = artifacts.clone();
+        tokio::task::spawn_blocking(move || dest.write(&to_write))
+            .await
+            .map_err(|e| BotError::Internal(format!("writing the destination: {e}")))??;
+        tracing::info!(
+            output = %out.describe,
+            roles = %issued.identity.roles.join(","),
+            expires = %issued.expires_rfc3339(),
+            "wrote the output certificates"
+        );
+        Ok(OutputState {
+            issued,
+            artifacts,
+            certified,
+        })
+    }
+}
+
+/// The host CA keys for known_hosts and ssh_config.
+async fn host_ca_keys(client: &Client, bot: &IssuedIdentity) -> Vec<HostCaKey> {
+    let lines = match client.export_ca(machine_id_types::ca_kind::HOST).await {
+        Ok(ca) => ca.ssh_public_keys,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot export the host CA; using the last SSH CA key of the renewal");
+            bot.certs.ssh_ca_keys.last().cloned().into_iter().collect()
+        }
+    };
+    lines
+        .iter()
+        .filter_map(|l| match HostCaKey::parse(l) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a host CA key");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Every role the bot may impersonate: the `impersonate` roles of its own role, which every
+/// caller may read.
+async fn impersonable_roles(client: &Client, bot: &IssuedIdentity) -> Result<Vec<String>> {
+    let mut roles = Vec::new();
+    for own in &bot.identity.roles {
+        let role = client.get_role(own).await.map_err(refusal)?;
+        for r in role
+            .spec
+            .allow
+            .impersonate
+            .map(|i| i.roles)
+            .unwrap_or_default()
+        {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+    }
+    if roles.is_empty() {
+        return Err(BotError::Config(format!(
+            "{} may impersonate no role; add the bot again with tctl bots add --roles=...",
+            bot.identity.username
+        )));
+    }
+    Ok(roles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_ports() {
+        assert_eq!(host_of("proxy.example.com:3080"), "proxy.example.com");
+        assert_eq!(host_of("127.0.0.1:3025"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:3025"), "::1");
+        assert_eq!(host_of("host"), "host");
+    }
+}
