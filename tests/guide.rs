@@ -60,7 +60,12 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Polls `f` until it holds, for up to `limit`; panics with `what` otherwise.
+/// How long a wait may take before a test calls it a hang: far above what a loaded 2-core
+/// machine takes, so that it only ever catches a hang, never slowness.
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// Polls `f` until it holds, for up to `limit` (a bound that catches hangs, usually
+/// [`HANG`]); panics with `what` otherwise.
 pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -139,7 +144,7 @@ impl Sshd {
                 panic!("sshd exited ({status}):\n{}", node.log());
             }
             assert!(
-                started.elapsed() < Duration::from_secs(10),
+                started.elapsed() < HANG,
                 "sshd did not listen on {}:\n{}",
                 node.addr,
                 node.log()

@@ -75,7 +75,7 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     let log = scratch.join("tbot.log");
     let mut tbot = spawn_tbot(&tbot_start_args(&auth, &join, &data, &dest), &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(Duration::from_secs(60), "the first renewal", || {
+    wait_until(machine_id_e2e::guide::HANG, "the first renewal", || {
         read_log().contains("wrote the output certificates")
     });
     let yaml = auth.tctl(&["get", "roles/access"]).success();
@@ -101,7 +101,7 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     // SIGHUP renews now; the new certificate has root among its principals.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(tbot.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_until(Duration::from_secs(60), "a certificate with root", || {
+    wait_until(machine_id_e2e::guide::HANG, "a certificate with root", || {
         principals(&dest).lines().any(|l| l.trim() == "root")
     });
     let out = ssh(
