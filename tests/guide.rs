@@ -169,8 +169,9 @@ impl Drop for Sshd {
 
 /// Runs `ssh -F CONFIG [extra...] DESTINATION COMMAND...` (stdin closed) with a time limit.
 pub fn ssh(config: &Path, destination: &str, command: &[&str]) -> crate::Output {
+    // `timeout` only catches a hang (HANG).
     let mut args: Vec<String> = vec![
-        "30".into(),
+        HANG.as_secs().to_string(),
         "ssh".into(),
         "-F".into(),
         config.display().to_string(),

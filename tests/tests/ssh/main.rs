@@ -193,7 +193,7 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
     let (data, dest) = (scratch.join("data"), scratch.join("dest"));
     oneshot(&auth, &join, &data, &dest);
     let config = dest.join("ssh_config");
-    let before = node.log();
+    let before = connections(&node);
 
     // Labels: env=prod is not env=dev. The proxy refuses before sshd sees anything.
     let out = ssh(&config, "root@prod-node.example.com", &["true"]);
@@ -206,8 +206,8 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
         out.stderr
     );
     assert_eq!(
-        node.log().len(),
-        before.len(),
+        connections(&node),
+        before,
         "sshd saw a connection the proxy should have refused:\n{}",
         node.log()
     );
@@ -238,8 +238,141 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
             "no proxy.denied event for {want}: {messages:?}"
         );
     }
+    assert_eq!(denied.len(), 3, "one event per refusal: {denied:?}");
     assert!(
         denied.iter().all(|e| e["user"] == "bot-devbot"),
+        "{denied:?}"
+    );
+}
+
+/// A node `name` registered at `node`'s address with `labels` (`k=v,...`).
+fn add_node(auth: &AuthServer, node: &Sshd, name: &str, labels: &str) {
+    auth.tctl(&[
+        "nodes",
+        "add",
+        &format!("--name={name}"),
+        &format!("--addr={}", node.addr),
+        &format!("--labels={labels}"),
+    ])
+    .success();
+}
+
+/// How many connections `node`'s sshd has accepted (its log also grows when an earlier
+/// session ends, so the log itself cannot be compared).
+fn connections(node: &Sshd) -> usize {
+    node.log().matches("Connection from ").count()
+}
+
+/// Creates the resources in `yaml` with `tctl create -f`.
+fn create(auth: &AuthServer, file: &str, yaml: &str) {
+    let path = auth.scratch().join(file);
+    std::fs::write(&path, yaml).unwrap();
+    auth.tctl(&["create", "-f", path.to_str().unwrap()])
+        .success();
+}
+
+const OPS_ROLE: &str = "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n";
+
+#[test]
+fn the_proxy_refuses_new_connections_of_a_bot_locked_by_user_or_by_role() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
+    add_node(&auth, &node, "node-name", "env=dev");
+    create(&auth, "ops.yaml", OPS_ROLE);
+    let join = add_bot(&auth, "robot", "ops");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+    let target = "root@node-name.example.com";
+
+    // The control: the certificates work through the proxy.
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "in"), "{out:?}");
+
+    // A lock on the bot's user: the same, still valid certificates are refused by the proxy
+    // before sshd sees a connection.
+    auth.tctl(&["bots", "lock", "robot", "--message=compromised runner"])
+        .success();
+    let before = connections(&node);
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("compromised runner") && !out.stdout.contains("in"),
+        "{out:?}"
+    );
+    assert_eq!(connections(&node), before, "sshd saw a connection of a locked bot");
+    // Audited twice: the refused call of the locked user, and the proxy's refusal.
+    let denied = events(&auth, "access.denied");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["user"], "bot-robot", "{denied:?}");
+    let proxy_denied = events(&auth, "proxy.denied");
+    assert_eq!(proxy_denied.len(), 1, "{proxy_denied:?}");
+    assert!(
+        proxy_denied[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compromised runner"),
+        "{proxy_denied:?}"
+    );
+
+    // Lifted: the proxy lets it through again.
+    let locks: serde_json::Value =
+        serde_json::from_str(&auth.tctl(&["locks", "ls", "--format=json"]).success()).unwrap();
+    let id = locks[0]["metadata"]["name"].as_str().unwrap().to_string();
+    auth.tctl(&["locks", "rm", &id]).success();
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "in"), "{out:?}");
+
+    // A lock on the role the output certificate holds (`ops`), not on the bot.
+    create(
+        &auth,
+        "lock.yaml",
+        "kind: lock\nversion: v2\nmetadata:\n  name: ops-lock\nspec:\n  target:\n    role: ops\n  message: ops is frozen\n",
+    );
+    let before = connections(&node);
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("ops is frozen"), "{out:?}");
+    assert_eq!(connections(&node), before, "sshd saw a connection of a locked role");
+    assert_eq!(events(&auth, "access.denied").len(), 2);
+    assert_eq!(events(&auth, "proxy.denied").len(), 2);
+}
+
+#[test]
+fn the_proxy_applies_deny_node_labels_over_an_allow_of_every_node() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    // One sshd registered as two nodes with different labels: only the labels differ.
+    let node = Sshd::start(&auth, "dev-node", &scratch.join("node"));
+    add_node(&auth, &node, "dev-node", "env=dev");
+    add_node(&auth, &node, "prod-node", "env=prod,team=core");
+    create(
+        &auth,
+        "all-but-prod.yaml",
+        "kind: role\nversion: v5\nmetadata:\n  name: all-but-prod\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n  deny:\n    node_labels:\n      env: prod\n",
+    );
+    let join = add_bot(&auth, "robot", "all-but-prod");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+
+    let out = ssh(&config, "root@dev-node.example.com", &["echo", "dev"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "dev"), "{out:?}");
+
+    let before = connections(&node);
+    let out = ssh(&config, "root@prod-node.example.com", &["echo", "prod"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("access denied") && out.stderr.contains("prod-node"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("prod"), "{out:?}");
+    assert_eq!(connections(&node), before, "sshd saw a connection the deny should stop");
+    let denied = events(&auth, "proxy.denied");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        denied[0]["message"].as_str().unwrap().contains("prod-node"),
         "{denied:?}"
     );
 }
@@ -256,13 +389,7 @@ fn twenty_parallel_sessions_through_one_proxy() {
         &format!("--addr={}", node.addr),
     ])
     .success();
-    let role = scratch.join("ops.yaml");
-    std::fs::write(
-        &role,
-        "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n",
-    )
-    .unwrap();
-    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    create(&auth, "ops.yaml", OPS_ROLE);
     let join = add_bot(&auth, "robot", "ops");
     let (data, dest) = (scratch.join("data"), scratch.join("dest"));
     oneshot(&auth, &join, &data, &dest);
@@ -343,13 +470,7 @@ fn a_new_lock_ends_open_proxy_sessions_of_its_target_only() {
         &format!("--addr={}", node.addr),
     ])
     .success();
-    let role = scratch.join("ops.yaml");
-    std::fs::write(
-        &role,
-        "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n",
-    )
-    .unwrap();
-    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    create(&auth, "ops.yaml", OPS_ROLE);
     let mut configs = Vec::new();
     for name in ["robot", "other"] {
         let join = add_bot(&auth, name, "ops");
