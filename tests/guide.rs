@@ -93,7 +93,7 @@ impl Sshd {
     pub fn start(auth: &AuthServer, name: &str, dir: &Path) -> Self {
         assert!(
             Path::new(SSHD).exists(),
-            "{SSHD} is missing: apt-get install openssh-server (.ci/run does)"
+            "{SSHD} is missing: apt-get install openssh-server (tests/test.sh does)"
         );
         std::fs::create_dir_all(dir).expect("sshd dir");
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");

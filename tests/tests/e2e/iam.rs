@@ -277,11 +277,9 @@ fn iam_daemon_rejoins_at_each_renewal() {
     let first = std::fs::read(&cert).unwrap();
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     kill(pid, Signal::SIGHUP).unwrap();
-    wait_until(
-        machine_id_e2e::guide::HANG,
-        "a join after SIGHUP",
-        || join_events(&auth) == 2 && std::fs::read(&cert).unwrap() != first,
-    );
+    wait_until(machine_id_e2e::guide::HANG, "a join after SIGHUP", || {
+        join_events(&auth) == 2 && std::fs::read(&cert).unwrap() != first
+    });
     openssl_verify(&dir.join("dest"));
     kill(pid, Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();

@@ -60,7 +60,10 @@ fn proxy_public_addr_reaches_ping_and_the_ssh_config_tbot_writes() {
         status.contains("Proxy:           proxy.example.com:3080\n"),
         "{status}"
     );
-    assert_eq!(status_json(&auth)["proxy_public_addr"], "proxy.example.com:3080");
+    assert_eq!(
+        status_json(&auth)["proxy_public_addr"],
+        "proxy.example.com:3080"
+    );
 
     let dest = oneshot(&auth, &add_bot(&auth, "robot", "access"));
     let config = std::fs::read_to_string(dest.join("ssh_config")).unwrap();
@@ -81,7 +84,10 @@ fn proxy_public_addr_reaches_ping_and_the_ssh_config_tbot_writes() {
 
     // Without the flag, Ping names the auth address (the proxy shares its port).
     let plain = AuthServer::start();
-    assert_eq!(status_json(&plain)["proxy_public_addr"], plain.addr.as_str());
+    assert_eq!(
+        status_json(&plain)["proxy_public_addr"],
+        plain.addr.as_str()
+    );
     let dest = oneshot(&plain, &add_bot(&plain, "robot", "access"));
     let config = std::fs::read_to_string(dest.join("ssh_config")).unwrap();
     assert!(
@@ -130,7 +136,10 @@ fn no_proxy_turns_the_proxy_off() {
 
 #[test]
 fn no_proxy_conflicts_with_the_proxy_flags() {
-    for flag in ["--proxy-public-addr=proxy.example.com:3080", "--proxy-listen=127.0.0.1:0"] {
+    for flag in [
+        "--proxy-public-addr=proxy.example.com:3080",
+        "--proxy-listen=127.0.0.1:0",
+    ] {
         let out = run(auth_server(&["start", "--no-proxy", flag]));
         assert_eq!(out.code, 2, "{out:?}");
         assert!(out.stderr.contains("--no-proxy"), "{out:?}");
@@ -172,7 +181,12 @@ fn auth_server_runs_from_a_config_file_alone() {
     assert!(data.join("backend.db").is_file());
     let identity = data.join("admin");
     let tctl = |args: &[&str]| {
-        let mut full = vec!["--auth-server", &listen, "--identity", identity.to_str().unwrap()];
+        let mut full = vec![
+            "--auth-server",
+            &listen,
+            "--identity",
+            identity.to_str().unwrap(),
+        ];
         full.extend_from_slice(args);
         run_tctl(&full)
     };

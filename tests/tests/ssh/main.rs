@@ -101,9 +101,11 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     // SIGHUP renews now; the new certificate has root among its principals.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(tbot.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_until(machine_id_e2e::guide::HANG, "a certificate with root", || {
-        principals(&dest).lines().any(|l| l.trim() == "root")
-    });
+    wait_until(
+        machine_id_e2e::guide::HANG,
+        "a certificate with root",
+        || principals(&dest).lines().any(|l| l.trim() == "root"),
+    );
     let out = ssh(
         &config,
         "root@node-name.example.com",
@@ -301,7 +303,11 @@ fn the_proxy_refuses_new_connections_of_a_bot_locked_by_user_or_by_role() {
         out.stderr.contains("compromised runner") && !out.stdout.contains("in"),
         "{out:?}"
     );
-    assert_eq!(connections(&node), before, "sshd saw a connection of a locked bot");
+    assert_eq!(
+        connections(&node),
+        before,
+        "sshd saw a connection of a locked bot"
+    );
     // Audited twice: the refused call of the locked user, and the proxy's refusal.
     let denied = events(&auth, "access.denied");
     assert_eq!(denied.len(), 1, "{denied:?}");
@@ -334,7 +340,11 @@ fn the_proxy_refuses_new_connections_of_a_bot_locked_by_user_or_by_role() {
     let out = ssh(&config, target, &["echo", "in"]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("ops is frozen"), "{out:?}");
-    assert_eq!(connections(&node), before, "sshd saw a connection of a locked role");
+    assert_eq!(
+        connections(&node),
+        before,
+        "sshd saw a connection of a locked role"
+    );
     assert_eq!(events(&auth, "access.denied").len(), 2);
     assert_eq!(events(&auth, "proxy.denied").len(), 2);
 }
@@ -368,7 +378,11 @@ fn the_proxy_applies_deny_node_labels_over_an_allow_of_every_node() {
         "{out:?}"
     );
     assert!(!out.stdout.contains("prod"), "{out:?}");
-    assert_eq!(connections(&node), before, "sshd saw a connection the deny should stop");
+    assert_eq!(
+        connections(&node),
+        before,
+        "sshd saw a connection the deny should stop"
+    );
     let denied = events(&auth, "proxy.denied");
     assert_eq!(denied.len(), 1, "{denied:?}");
     assert!(

@@ -53,7 +53,10 @@ async fn list_nodes(client: &mut Client) -> Result<usize, tonic::Status> {
 /// Bot `name` with `role`: its own (renewable) identity and an output identity for `role`,
 /// both issued before any lock.
 async fn bot_and_output(ts: &TestServer, name: &str, role: &str) -> (BotIdentity, BotIdentity) {
-    let bot = ts.join(&ts.add_bot(name, &[role], &[]).await).await.unwrap();
+    let bot = ts
+        .join(&ts.add_bot(name, &[role], &[]).await)
+        .await
+        .unwrap();
     let out = generate(&mut ts.client(&bot).await, &[role], 0)
         .await
         .unwrap();
@@ -79,7 +82,14 @@ async fn a_user_lock_refuses_list_nodes_to_the_bot_and_its_outputs() {
     list_nodes(&mut output).await.unwrap();
     assert_eq!(denials(&ts).await, 0);
 
-    lock(&ts, "robot-lock", Some("bot-robot"), None, "decommissioned host").await;
+    lock(
+        &ts,
+        "robot-lock",
+        Some("bot-robot"),
+        None,
+        "decommissioned host",
+    )
+    .await;
     for client in [&mut own, &mut output] {
         assert_code(
             list_nodes(client).await,
@@ -133,7 +143,14 @@ async fn a_role_lock_refuses_the_holders_of_that_role_only() {
     assert_eq!(denials(&ts).await, 2, "each refusal is audited");
 
     // A lock on the bot's own role (`bot-robot`) refuses its renewal.
-    lock(&ts, "bot-role-lock", None, Some("bot-robot"), "bot role frozen").await;
+    lock(
+        &ts,
+        "bot-role-lock",
+        None,
+        Some("bot-robot"),
+        "bot role frozen",
+    )
+    .await;
     assert_code(
         generate(&mut robot_client, &[], 0).await,
         Code::PermissionDenied,

@@ -409,7 +409,10 @@ async fn a_certificate_of_this_ca_naming_another_cluster_fails_the_cluster_check
         Code::Unauthenticated,
         "issued for cluster \"other\"",
     );
-    assert!(msg.contains(&format!("this is cluster \"{CLUSTER}\"")), "{msg}");
+    assert!(
+        msg.contains(&format!("this is cluster \"{CLUSTER}\"")),
+        "{msg}"
+    );
     // Renewal is refused the same way, and the same certificate for this cluster is accepted.
     assert_code(
         generate(&mut client, &[], 0).await,
