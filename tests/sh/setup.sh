@@ -15,16 +15,22 @@ ensure_apt() {
     esac
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[@]}"
+}
+
+# apt_install PACKAGE ...: installs the packages with apt-get when running as root;
+# otherwise prints the one command to run and returns 1. Nothing to do with no packages.
+apt_install() {
+  [ $# -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    echo "missing: ${missing[*]}. Install them first (as root), then run this again:" >&2
-    echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    echo "missing: $*. Install them first (as root), then run this again:" >&2
+    echo "  sudo apt-get install -y --no-install-recommends $*" >&2
     return 1
   fi
-  printf '\n==> installing %s (apt-get)\n' "${missing[*]}"
+  printf '\n==> installing %s (apt-get)\n' "$*"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # ensure_sshd_dirs: sshd refuses to start without its privilege-separation directory.
@@ -65,13 +71,5 @@ ensure_apt_packages() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "missing: ${missing[*]}. Install them first: sudo apt-get install -y ${missing[*]}" >&2
-    return 1
-  fi
-  printf '\n==> installing %s (apt-get)\n' "${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 }
