@@ -43,14 +43,7 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=node-name",
-        &format!("--addr={}", node.addr),
-        "--labels=env=dev",
-    ])
-    .success();
+    add_node(&auth, &node, "node-name", "env=dev");
 
     // Step 2-4: the bot, then tbot once.
     let join = add_bot(&auth, "robot", "access");
@@ -168,22 +161,13 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "prod-node", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=prod-node",
-        &format!("--addr={}", node.addr),
-        "--labels=env=prod",
-    ])
-    .success();
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=dead-node",
-        &format!("--addr=127.0.0.1:{}", free_port()),
-        "--labels=env=dev",
-    ])
-    .success();
+    add_node(&auth, &node, "prod-node", "env=prod");
+    add_node_at(
+        &auth,
+        &format!("127.0.0.1:{}", free_port()),
+        "dead-node",
+        "env=dev",
+    );
     let role = scratch.join("dev-only.yaml");
     std::fs::write(
         &role,
@@ -247,16 +231,23 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
     );
 }
 
-/// A node `name` registered at `node`'s address with `labels` (`k=v,...`).
+/// A node `name` registered at `addr` with `labels` (`k=v,...`, or none when empty).
+fn add_node_at(auth: &AuthServer, addr: &str, name: &str, labels: &str) {
+    let (name, addr, labels) = (
+        format!("--name={name}"),
+        format!("--addr={addr}"),
+        format!("--labels={labels}"),
+    );
+    let mut args = vec!["nodes", "add", &name, &addr];
+    if labels != "--labels=" {
+        args.push(&labels);
+    }
+    auth.tctl(&args).success();
+}
+
+/// A node `name` registered at `node`'s address with `labels`.
 fn add_node(auth: &AuthServer, node: &Sshd, name: &str, labels: &str) {
-    auth.tctl(&[
-        "nodes",
-        "add",
-        &format!("--name={name}"),
-        &format!("--addr={}", node.addr),
-        &format!("--labels={labels}"),
-    ])
-    .success();
+    add_node_at(auth, &node.addr, name, labels);
 }
 
 /// How many connections `node`'s sshd has accepted (its log also grows when an earlier
@@ -396,13 +387,7 @@ fn twenty_parallel_sessions_through_one_proxy() {
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=node-name",
-        &format!("--addr={}", node.addr),
-    ])
-    .success();
+    add_node(&auth, &node, "node-name", "");
     create(&auth, "ops.yaml", OPS_ROLE);
     let join = add_bot(&auth, "robot", "ops");
     let (data, dest) = (scratch.join("data"), scratch.join("dest"));
@@ -477,13 +462,7 @@ fn a_new_lock_ends_open_proxy_sessions_of_its_target_only() {
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=node-name",
-        &format!("--addr={}", node.addr),
-    ])
-    .success();
+    add_node(&auth, &node, "node-name", "");
     create(&auth, "ops.yaml", OPS_ROLE);
     let mut configs = Vec::new();
     for name in ["robot", "other"] {
