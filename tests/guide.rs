@@ -60,7 +60,12 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Polls `f` until it holds, for up to `limit`; panics with `what` otherwise.
+/// How long a wait may take before a test calls it a hang: far above what a loaded 2-core
+/// machine takes, so that it only ever catches a hang, never slowness.
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// Polls `f` until it holds, for up to `limit` (a bound that catches hangs, usually
+/// [`HANG`]); panics with `what` otherwise.
 pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -88,7 +93,7 @@ impl Sshd {
     pub fn start(auth: &AuthServer, name: &str, dir: &Path) -> Self {
         assert!(
             Path::new(SSHD).exists(),
-            "{SSHD} is missing: apt-get install openssh-server (.ci/run does)"
+            "{SSHD} is missing: apt-get install openssh-server (tests/test.sh does)"
         );
         std::fs::create_dir_all(dir).expect("sshd dir");
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
@@ -139,7 +144,7 @@ impl Sshd {
                 panic!("sshd exited ({status}):\n{}", node.log());
             }
             assert!(
-                started.elapsed() < Duration::from_secs(10),
+                started.elapsed() < HANG,
                 "sshd did not listen on {}:\n{}",
                 node.addr,
                 node.log()
@@ -164,8 +169,9 @@ impl Drop for Sshd {
 
 /// Runs `ssh -F CONFIG [extra...] DESTINATION COMMAND...` (stdin closed) with a time limit.
 pub fn ssh(config: &Path, destination: &str, command: &[&str]) -> crate::Output {
+    // `timeout` only catches a hang (HANG).
     let mut args: Vec<String> = vec![
-        "30".into(),
+        HANG.as_secs().to_string(),
         "ssh".into(),
         "-F".into(),
         config.display().to_string(),

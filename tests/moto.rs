@@ -10,7 +10,7 @@
 //! its account is the one the role ARN names. Signatures are tested with known-answer tests in
 //! `crates/join`, not here.
 //!
-//! The binary is `$MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server` (what `.ci/run`
+//! The binary is `$MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server` (what `tests/test.sh`
 //! installs), else `moto_server` on `PATH`.
 //!
 //! ```no_run
@@ -88,7 +88,7 @@ pub fn moto_server_path() -> PathBuf {
         let p = PathBuf::from(p);
         assert!(
             p.is_file(),
-            "MOTO_SERVER={} does not exist; run .ci/run, or `python3 -m venv .venv && \
+            "MOTO_SERVER={} does not exist; run tests/test.sh, or `python3 -m venv .venv && \
              .venv/bin/pip install 'moto[server]'` in the workspace and unset MOTO_SERVER",
             p.display()
         );
@@ -107,7 +107,7 @@ pub fn moto_server_path() -> PathBuf {
         }
     }
     panic!(
-        "moto_server not found (not in $MOTO_SERVER, {}, nor on PATH): run .ci/run, or in the \
+        "moto_server not found (not in $MOTO_SERVER, {}, nor on PATH): run tests/test.sh, or in the \
          workspace `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`",
         venv.display()
     );

@@ -12,11 +12,12 @@ say() { printf '\n==> %s\n' "$*"; }
 run() { printf '$ %s\n' "$*" >&2; "$@"; }
 
 sshd_bin="${SSHD:-/usr/sbin/sshd}"
-if [ ! -x "$sshd_bin" ] || ! command -v ssh >/dev/null 2>&1; then
-  echo "The guide's last steps log in to an OpenSSH node on this machine, and sshd or ssh is missing."
-  echo "Install them first:  sudo apt-get install -y openssh-server openssh-client"
-  exit 1
-fi
+# The guide's last steps log in to an OpenSSH node on this machine: install OpenSSH (and the
+# tools the steps show the files with) when missing, or say the one command to run.
+. tests/sh/setup.sh
+ensure_apt "$sshd_bin=openssh-server" ssh=openssh-client ssh-keygen=openssh-client \
+  openssl=openssl python3=python3
+ensure_sshd_dirs
 
 say "building auth-server, tctl, tbot and tsh (cargo build -p auth-server -p tctl-bots -p tbot -p tsh)"
 cargo build -q -p auth-server -p tctl-bots -p tbot -p tsh
@@ -116,7 +117,7 @@ grep 'renewed the bot identity' "$scratch/tbot.log" | tail -n1
 
 say "step 6: an OpenSSH node: sshd on loopback trusting the cluster's user CA, with a host certificate"
 node="$scratch/node"
-mkdir -p "$node" /run/sshd
+mkdir -p "$node"
 run "$tctl" auth export --type=user | tee "$node/user_ca.pub"
 run "$tctl" auth sign --host=node-name --format=openssh --out="$node/host"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

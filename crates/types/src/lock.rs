@@ -150,4 +150,80 @@ mod tests {
         assert!(!l.applies_to("bot-robot", &[], t, later));
         assert!(!l.applies_to("bot-robot", &[], later, later));
     }
+
+    #[test]
+    fn a_user_lock_matches_the_user_name_exactly_and_never_as_a_role() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let l = lock(Some("bot-robot"), None);
+        assert!(!l.applies_to("bot-robot2", &[], now, now));
+        assert!(!l.applies_to("bot-robo", &[], now, now));
+        assert!(!l.applies_to("BOT-ROBOT", &[], now, now));
+        // A role named like the user is not the user.
+        assert!(!l.applies_to("someone", &["bot-robot".to_string()], now, now));
+        // The user is held whatever roles it holds.
+        assert!(l.applies_to("bot-robot", &["access".to_string()], now, now));
+    }
+
+    #[test]
+    fn a_role_lock_holds_every_holder_of_exactly_that_role() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let l = lock(None, Some("access"));
+        for user in ["bot-robot", "bot-other", "alice"] {
+            assert!(l.applies_to(user, &["editor".into(), "access".into()], now, now));
+        }
+        assert!(!l.applies_to("bot-robot", &[], now, now));
+        assert!(!l.applies_to("bot-robot", &["access2".into(), "acces".into()], now, now));
+        // The user's name is not a role.
+        assert!(!l.applies_to("access", &[], now, now));
+    }
+
+    #[test]
+    fn a_lock_on_a_user_and_a_role_holds_either() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let l = lock(Some("bot-robot"), Some("ops"));
+        assert!(l.applies_to("bot-robot", &[], now, now));
+        assert!(l.applies_to("bot-other", &["ops".into()], now, now));
+        assert!(!l.applies_to("bot-other", &["access".into()], now, now));
+    }
+
+    #[test]
+    fn a_lock_without_a_target_holds_no_one() {
+        // validate() refuses it; applies_to must not treat "no target" as "everyone".
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let l = lock(None, None);
+        assert!(l.validate().is_err());
+        assert!(!l.applies_to("", &[], now, now));
+        assert!(!l.applies_to("bot-robot", &["access".into()], now, now));
+    }
+
+    #[test]
+    fn an_expired_lock_holds_no_one_from_its_expiry_on() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let roles = vec!["ops".to_string()];
+        for mut l in [lock(Some("bot-robot"), None), lock(None, Some("ops"))] {
+            l.metadata.expires = Some(now - time::Duration::hours(1));
+            assert!(!l.applies_to("bot-robot", &roles, now, now));
+            // Nor for a certificate issued while it was in force.
+            assert!(!l.applies_to("bot-robot", &roles, now - time::Duration::hours(2), now));
+            // An hour earlier it held.
+            let then = now - time::Duration::hours(1) - time::Duration::SECOND;
+            assert!(l.applies_to("bot-robot", &roles, then, then));
+        }
+    }
+
+    #[test]
+    fn issued_before_applies_to_role_locks_too_and_expiry_still_wins() {
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(10_000);
+        let roles = vec!["ops".to_string()];
+        let mut l = lock(None, Some("ops"));
+        l.spec.issued_before = Some(t);
+        let old = t - time::Duration::SECOND;
+        assert!(l.applies_to("bot-robot", &roles, old, t));
+        assert!(!l.applies_to("bot-robot", &roles, t, t));
+        // A certificate about to be issued (issued = now) after the cut-off is free.
+        let later = t + time::Duration::MINUTE;
+        assert!(!l.applies_to("bot-robot", &roles, later, later));
+        l.metadata.expires = Some(later);
+        assert!(!l.applies_to("bot-robot", &roles, old, later));
+    }
 }

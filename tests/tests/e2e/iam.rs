@@ -271,17 +271,15 @@ fn iam_daemon_rejoins_at_each_renewal() {
     );
     let cert = dir.join("dest/tlscert");
     let tail = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(std::time::Duration::from_secs(30), "the first set", || {
+    wait_until(machine_id_e2e::guide::HANG, "the first set", || {
         cert.is_file() && join_events(&auth) == 1
     });
     let first = std::fs::read(&cert).unwrap();
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     kill(pid, Signal::SIGHUP).unwrap();
-    wait_until(
-        std::time::Duration::from_secs(30),
-        "a join after SIGHUP",
-        || join_events(&auth) == 2 && std::fs::read(&cert).unwrap() != first,
-    );
+    wait_until(machine_id_e2e::guide::HANG, "a join after SIGHUP", || {
+        join_events(&auth) == 2 && std::fs::read(&cert).unwrap() != first
+    });
     openssl_verify(&dir.join("dest"));
     kill(pid, Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();

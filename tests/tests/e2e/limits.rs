@@ -11,20 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::{rows_starting, table};
+use machine_id_e2e::guide::HANG;
 use machine_id_e2e::{AuthServer, Output, binaries, run_tctl};
 
-/// A bound that only catches hangs.
-const HANG: Duration = Duration::from_secs(120);
-
 /// The `auth-server` command with `args`, without the environment that changes defaults.
-fn auth_server(args: &[&str]) -> Command {
+pub(crate) fn auth_server(args: &[&str]) -> Command {
     let mut cmd = Command::new(&binaries().auth_server);
     cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
     cmd
 }
 
 /// Runs `cmd`, which must exit by itself (a refused start, an offline command).
-fn run(mut cmd: Command) -> Output {
+pub(crate) fn run(mut cmd: Command) -> Output {
     let command = format!("{cmd:?}");
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -58,7 +56,7 @@ fn start_cmd(data_dir: &Path) -> Command {
 }
 
 /// Spawns `cmd` and waits for its ready line; the caller kills it.
-fn spawn_ready(mut cmd: Command) -> Child {
+pub(crate) fn spawn_ready(mut cmd: Command) -> Child {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

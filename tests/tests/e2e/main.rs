@@ -11,6 +11,7 @@ mod join;
 mod limits;
 mod nodes_locks_events;
 mod roles;
+mod server_config;
 mod tokens;
 mod tsh;
 

@@ -115,12 +115,9 @@ fn events_record_bot_creation() {
             .success(),
     )
     .unwrap();
-    assert!(
-        only.as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["event"] == "bot.create")
-    );
+    let only = only.as_array().unwrap();
+    assert_eq!(only.len(), 1, "{only:?}");
+    assert_eq!(only[0]["event"], "bot.create");
     let limited: serde_json::Value = serde_json::from_str(
         &auth
             .tctl(&["events", "ls", "--limit", "1", "--format=json"])

@@ -43,14 +43,7 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=node-name",
-        &format!("--addr={}", node.addr),
-        "--labels=env=dev",
-    ])
-    .success();
+    add_node(&auth, &node, "node-name", "env=dev");
 
     // Step 2-4: the bot, then tbot once.
     let join = add_bot(&auth, "robot", "access");
@@ -75,7 +68,7 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     let log = scratch.join("tbot.log");
     let mut tbot = spawn_tbot(&tbot_start_args(&auth, &join, &data, &dest), &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(Duration::from_secs(60), "the first renewal", || {
+    wait_until(machine_id_e2e::guide::HANG, "the first renewal", || {
         read_log().contains("wrote the output certificates")
     });
     let yaml = auth.tctl(&["get", "roles/access"]).success();
@@ -101,9 +94,11 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
     // SIGHUP renews now; the new certificate has root among its principals.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(tbot.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_until(Duration::from_secs(60), "a certificate with root", || {
-        principals(&dest).lines().any(|l| l.trim() == "root")
-    });
+    wait_until(
+        machine_id_e2e::guide::HANG,
+        "a certificate with root",
+        || principals(&dest).lines().any(|l| l.trim() == "root"),
+    );
     let out = ssh(
         &config,
         "root@node-name.example.com",
@@ -166,22 +161,13 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "prod-node", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=prod-node",
-        &format!("--addr={}", node.addr),
-        "--labels=env=prod",
-    ])
-    .success();
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=dead-node",
-        &format!("--addr=127.0.0.1:{}", free_port()),
-        "--labels=env=dev",
-    ])
-    .success();
+    add_node(&auth, &node, "prod-node", "env=prod");
+    add_node_at(
+        &auth,
+        &format!("127.0.0.1:{}", free_port()),
+        "dead-node",
+        "env=dev",
+    );
     let role = scratch.join("dev-only.yaml");
     std::fs::write(
         &role,
@@ -193,7 +179,7 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
     let (data, dest) = (scratch.join("data"), scratch.join("dest"));
     oneshot(&auth, &join, &data, &dest);
     let config = dest.join("ssh_config");
-    let before = node.log();
+    let before = connections(&node);
 
     // Labels: env=prod is not env=dev. The proxy refuses before sshd sees anything.
     let out = ssh(&config, "root@prod-node.example.com", &["true"]);
@@ -206,8 +192,8 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
         out.stderr
     );
     assert_eq!(
-        node.log().len(),
-        before.len(),
+        connections(&node),
+        before,
         "sshd saw a connection the proxy should have refused:\n{}",
         node.log()
     );
@@ -238,8 +224,160 @@ fn the_proxy_refuses_unknown_nodes_labels_and_dead_nodes_and_audits_it() {
             "no proxy.denied event for {want}: {messages:?}"
         );
     }
+    assert_eq!(denied.len(), 3, "one event per refusal: {denied:?}");
     assert!(
         denied.iter().all(|e| e["user"] == "bot-devbot"),
+        "{denied:?}"
+    );
+}
+
+/// A node `name` registered at `addr` with `labels` (`k=v,...`, or none when empty).
+fn add_node_at(auth: &AuthServer, addr: &str, name: &str, labels: &str) {
+    let (name, addr, labels) = (
+        format!("--name={name}"),
+        format!("--addr={addr}"),
+        format!("--labels={labels}"),
+    );
+    let mut args = vec!["nodes", "add", &name, &addr];
+    if labels != "--labels=" {
+        args.push(&labels);
+    }
+    auth.tctl(&args).success();
+}
+
+/// A node `name` registered at `node`'s address with `labels`.
+fn add_node(auth: &AuthServer, node: &Sshd, name: &str, labels: &str) {
+    add_node_at(auth, &node.addr, name, labels);
+}
+
+/// How many connections `node`'s sshd has accepted (its log also grows when an earlier
+/// session ends, so the log itself cannot be compared).
+fn connections(node: &Sshd) -> usize {
+    node.log().matches("Connection from ").count()
+}
+
+/// Creates the resources in `yaml` with `tctl create -f`.
+fn create(auth: &AuthServer, file: &str, yaml: &str) {
+    let path = auth.scratch().join(file);
+    std::fs::write(&path, yaml).unwrap();
+    auth.tctl(&["create", "-f", path.to_str().unwrap()])
+        .success();
+}
+
+const OPS_ROLE: &str = "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n";
+
+#[test]
+fn the_proxy_refuses_new_connections_of_a_bot_locked_by_user_or_by_role() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
+    add_node(&auth, &node, "node-name", "env=dev");
+    create(&auth, "ops.yaml", OPS_ROLE);
+    let join = add_bot(&auth, "robot", "ops");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+    let target = "root@node-name.example.com";
+
+    // The control: the certificates work through the proxy.
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "in"), "{out:?}");
+
+    // A lock on the bot's user: the same, still valid certificates are refused by the proxy
+    // before sshd sees a connection.
+    auth.tctl(&["bots", "lock", "robot", "--message=compromised runner"])
+        .success();
+    let before = connections(&node);
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("compromised runner") && !out.stdout.contains("in"),
+        "{out:?}"
+    );
+    assert_eq!(
+        connections(&node),
+        before,
+        "sshd saw a connection of a locked bot"
+    );
+    // Audited twice: the refused call of the locked user, and the proxy's refusal.
+    let denied = events(&auth, "access.denied");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["user"], "bot-robot", "{denied:?}");
+    let proxy_denied = events(&auth, "proxy.denied");
+    assert_eq!(proxy_denied.len(), 1, "{proxy_denied:?}");
+    assert!(
+        proxy_denied[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compromised runner"),
+        "{proxy_denied:?}"
+    );
+
+    // Lifted: the proxy lets it through again.
+    let locks: serde_json::Value =
+        serde_json::from_str(&auth.tctl(&["locks", "ls", "--format=json"]).success()).unwrap();
+    let id = locks[0]["metadata"]["name"].as_str().unwrap().to_string();
+    auth.tctl(&["locks", "rm", &id]).success();
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "in"), "{out:?}");
+
+    // A lock on the role the output certificate holds (`ops`), not on the bot.
+    create(
+        &auth,
+        "lock.yaml",
+        "kind: lock\nversion: v2\nmetadata:\n  name: ops-lock\nspec:\n  target:\n    role: ops\n  message: ops is frozen\n",
+    );
+    let before = connections(&node);
+    let out = ssh(&config, target, &["echo", "in"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("ops is frozen"), "{out:?}");
+    assert_eq!(
+        connections(&node),
+        before,
+        "sshd saw a connection of a locked role"
+    );
+    assert_eq!(events(&auth, "access.denied").len(), 2);
+    assert_eq!(events(&auth, "proxy.denied").len(), 2);
+}
+
+#[test]
+fn the_proxy_applies_deny_node_labels_over_an_allow_of_every_node() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    // One sshd registered as two nodes with different labels: only the labels differ.
+    let node = Sshd::start(&auth, "dev-node", &scratch.join("node"));
+    add_node(&auth, &node, "dev-node", "env=dev");
+    add_node(&auth, &node, "prod-node", "env=prod,team=core");
+    create(
+        &auth,
+        "all-but-prod.yaml",
+        "kind: role\nversion: v5\nmetadata:\n  name: all-but-prod\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n  deny:\n    node_labels:\n      env: prod\n",
+    );
+    let join = add_bot(&auth, "robot", "all-but-prod");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    oneshot(&auth, &join, &data, &dest);
+    let config = dest.join("ssh_config");
+
+    let out = ssh(&config, "root@dev-node.example.com", &["echo", "dev"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "dev"), "{out:?}");
+
+    let before = connections(&node);
+    let out = ssh(&config, "root@prod-node.example.com", &["echo", "prod"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("access denied") && out.stderr.contains("prod-node"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("prod"), "{out:?}");
+    assert_eq!(
+        connections(&node),
+        before,
+        "sshd saw a connection the deny should stop"
+    );
+    let denied = events(&auth, "proxy.denied");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        denied[0]["message"].as_str().unwrap().contains("prod-node"),
         "{denied:?}"
     );
 }
@@ -249,20 +387,8 @@ fn twenty_parallel_sessions_through_one_proxy() {
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=node-name",
-        &format!("--addr={}", node.addr),
-    ])
-    .success();
-    let role = scratch.join("ops.yaml");
-    std::fs::write(
-        &role,
-        "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n",
-    )
-    .unwrap();
-    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    add_node(&auth, &node, "node-name", "");
+    create(&auth, "ops.yaml", OPS_ROLE);
     let join = add_bot(&auth, "robot", "ops");
     let (data, dest) = (scratch.join("data"), scratch.join("dest"));
     oneshot(&auth, &join, &data, &dest);
@@ -336,20 +462,8 @@ fn a_new_lock_ends_open_proxy_sessions_of_its_target_only() {
     let auth = AuthServer::start();
     let scratch = auth.scratch();
     let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
-    auth.tctl(&[
-        "nodes",
-        "add",
-        "--name=node-name",
-        &format!("--addr={}", node.addr),
-    ])
-    .success();
-    let role = scratch.join("ops.yaml");
-    std::fs::write(
-        &role,
-        "kind: role\nversion: v5\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [root]\n    node_labels:\n      '*': '*'\n",
-    )
-    .unwrap();
-    auth.tctl(&["create", role.to_str().unwrap()]).success();
+    add_node(&auth, &node, "node-name", "");
+    create(&auth, "ops.yaml", OPS_ROLE);
     let mut configs = Vec::new();
     for name in ["robot", "other"] {
         let join = add_bot(&auth, name, "ops");

@@ -354,6 +354,50 @@ async fn iam_join_issues_non_renewable_certs_and_keeps_the_token() {
 }
 
 #[tokio::test]
+async fn a_locked_bot_cannot_join_with_iam() {
+    let sts = FakeSts::start().await;
+    let t = start_with_sts(&sts, Duration::from_secs(10)).await;
+    iam_bot(&t, "iam-token", "robot", &[(ACCOUNT, "")]).await;
+    let mut admin = t.admin().await;
+    let lock = admin
+        .lock_bot(v1::LockBotRequest {
+            name: "robot".into(),
+            message: "decommissioned host".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, mut join) = t.anonymous().await;
+    let target = sts.target();
+    let msg = assert_code(
+        attempt(&mut join, "iam-token", |c| signed(&target, c)).await,
+        tonic::Code::PermissionDenied,
+        "decommissioned host",
+    );
+    assert!(msg.contains("bot-robot"), "{msg}");
+    let failed = events(&mut admin, machine_id_types::event_types::JOIN_FAILED).await;
+    assert_eq!(failed.len(), 1, "the refusal is audited");
+    assert!(
+        events(&mut admin, machine_id_types::event_types::BOT_JOIN)
+            .await
+            .is_empty()
+    );
+
+    // Lifted, the same token joins.
+    admin
+        .delete_lock(v1::GetByNameRequest {
+            name: lock.metadata.unwrap().name,
+        })
+        .await
+        .unwrap();
+    let id = attempt(&mut join, "iam-token", |c| signed(&target, c))
+        .await
+        .unwrap();
+    assert_eq!(id.identity().username, "bot-robot");
+}
+
+#[tokio::test]
 async fn iam_rules_by_account_by_arn_and_first_match() {
     let sts = FakeSts::start().await;
     let t = start_with_sts(&sts, Duration::from_secs(10)).await;

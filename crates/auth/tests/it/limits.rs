@@ -260,7 +260,11 @@ async fn failed_joins_are_audited_within_a_per_address_rate_and_the_rest_summari
 
     // Drops not followed by an admitted event are summarized at shutdown at the latest.
     for _ in 0..2 {
-        assert!(join_with(&mut join, "no-such-token").await.is_err());
+        assert_code(
+            join_with(&mut join, "no-such-token").await,
+            Code::PermissionDenied,
+            "not valid",
+        );
     }
     ts.restart().await;
     let mut admin = ts.admin().await;

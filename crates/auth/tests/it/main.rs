@@ -6,6 +6,7 @@ mod admin;
 mod iam;
 mod join;
 mod limits;
+mod locks;
 mod nodes;
 mod renew;
 mod restart;

@@ -300,41 +300,43 @@ async fn expired_certificates_are_unauthenticated() {
     assert!(msg.contains("join again"), "{msg}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_clusters_certificate_is_refused() {
-    let ts = TestServer::start().await;
-    // A certificate minted by a different CA fails the TLS verification outright.
-    let other =
-        machine_id_mint::CaKeys::generate("other", machine_id_mint::Suite::Default, ts.clock.now())
-            .unwrap()
-            .signer()
-            .unwrap();
+/// Bot `bot`'s certificate re-signed by `signer` for `cluster`, and its key.
+async fn forged_identity(
+    ts: &TestServer,
+    signer: &machine_id_mint::CaSigner,
+    bot: &str,
+    cluster: &str,
+) -> BotIdentity {
     let key = new_key();
     let mut id = ts
-        .join(&ts.add_bot("robot", &["access"], &[]).await)
+        .join(&ts.add_bot(bot, &["access"], &[]).await)
         .await
         .unwrap()
         .identity();
-    id.cluster = "other".into();
-    let tls_cert = other
+    id.cluster = cluster.into();
+    let tls_cert = signer
         .sign_user_tls_cert(&key.public_key(), &id, ts.clock.now())
         .unwrap();
-    let forged = BotIdentity {
+    BotIdentity {
         key,
         certs: v1::Certs {
             tls_cert,
             ..Default::default()
         },
-    };
-    let cert = machine_id_mint::cert_der_to_pem(&forged.certs.tls_cert);
+    }
+}
+
+/// A renewal over a connection presenting `id`: `Err(None)` if the connection fails, else the
+/// call's result.
+async fn renew_as(ts: &TestServer, id: &BotIdentity) -> Result<BotIdentity, Option<tonic::Status>> {
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(
             std::fs::read_to_string(ts.server().admin_identity_dir().join("tlscacerts")).unwrap(),
         ))
         .domain_name(machine_id_types::AUTH_SERVER_NAME)
         .identity(tonic::transport::Identity::from_pem(
-            cert,
-            forged.key.to_pem(),
+            machine_id_mint::cert_der_to_pem(&id.certs.tls_cert),
+            id.key.to_pem(),
         ));
     let ch =
         tonic::transport::Endpoint::from_shared(format!("https://{}", ts.server().local_addr()))
@@ -342,11 +344,86 @@ async fn another_clusters_certificate_is_refused() {
             .tls_config(tls)
             .unwrap()
             .connect()
-            .await;
-    if let Ok(ch) = ch {
-        let mut c = v1::auth_service_client::AuthServiceClient::new(ch);
-        assert!(c.list_bots(v1::ListRequest {}).await.is_err());
+            .await
+            .map_err(|_| None)?;
+    let mut client = v1::auth_service_client::AuthServiceClient::new(ch);
+    generate(&mut client, &[], 0).await.map_err(Some)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clusters_certificate_is_refused() {
+    let ts = TestServer::start().await;
+    // A certificate minted by a different CA fails the TLS verification outright: either the
+    // handshake or (TLS 1.3 checks the client's certificate after the client finishes) the
+    // first call fails in the transport; no service answers it with a gRPC status.
+    let other =
+        machine_id_mint::CaKeys::generate("other", machine_id_mint::Suite::Default, ts.clock.now())
+            .unwrap()
+            .signer()
+            .unwrap();
+    let forged = forged_identity(&ts, &other, "robot", "other").await;
+    match renew_as(&ts, &forged).await {
+        Ok(_) => panic!("a certificate of another CA renewed"),
+        Err(None) => {}
+        Err(Some(status)) => {
+            assert!(
+                status.metadata().get("content-type").is_none()
+                    && std::error::Error::source(&status).is_some(),
+                "refused by the transport, not answered by a service: {status:?}"
+            );
+        }
     }
+    // The control: the same call with a certificate of this cluster works.
+    let bot = ts
+        .join(&ts.add_bot("robot2", &["access"], &[]).await)
+        .await
+        .unwrap();
+    assert_eq!(renew_as(&ts, &bot).await.unwrap().identity().generation, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_this_ca_naming_another_cluster_fails_the_cluster_check() {
+    let ts = TestServer::start().await;
+    // This cluster's own CA key (a second cluster sharing a CA, or a CA key reused by
+    // mistake): TLS accepts the certificate, and the server's cluster check must refuse it.
+    let ca = {
+        use machine_id_store::Backend as _;
+        let store = machine_id_store::SqliteBackend::open(
+            &ts.data_dir().join(machine_id_auth::BACKEND_FILE),
+        )
+        .unwrap();
+        let item = store
+            .get(machine_id_auth::keys::CA_KEY)
+            .await
+            .unwrap()
+            .expect("the CA keys are in the store");
+        machine_id_mint::CaKeys::from_bytes(&item.value).unwrap()
+    };
+    assert_eq!(ca.cluster_name(), CLUSTER);
+    let signer = ca.signer().unwrap();
+    let forged = forged_identity(&ts, &signer, "robot", "other").await;
+    assert_eq!(forged.identity().cluster, "other");
+    let mut client = ts.client(&forged).await;
+    let msg = assert_code(
+        client.list_bots(v1::ListRequest {}).await,
+        Code::Unauthenticated,
+        "issued for cluster \"other\"",
+    );
+    assert!(
+        msg.contains(&format!("this is cluster \"{CLUSTER}\"")),
+        "{msg}"
+    );
+    // Renewal is refused the same way, and the same certificate for this cluster is accepted.
+    assert_code(
+        generate(&mut client, &[], 0).await,
+        Code::Unauthenticated,
+        "issued for cluster \"other\"",
+    );
+    let genuine = forged_identity(&ts, &signer, "robot2", CLUSTER).await;
+    let renewed = generate(&mut ts.client(&genuine).await, &[], 0)
+        .await
+        .unwrap();
+    assert_eq!(renewed.identity().cluster, CLUSTER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,9 @@ async fn shutdown_completes_with_clients_connected() {
     let mut ts = TestServer::start().await;
     let mut admin = ts.admin().await;
     admin.list_roles(v1::ListRequest {}).await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(10), ts.stop())
+    // A generous bound that only catches a hang: a shutdown that waited for the idle client
+    // would wait for its 5-minute idle timeout (or forever).
+    tokio::time::timeout(std::time::Duration::from_secs(120), ts.stop())
         .await
         .expect("shutdown does not wait for idle clients");
     assert!(admin.list_roles(v1::ListRequest {}).await.is_err());

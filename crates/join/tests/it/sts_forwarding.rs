@@ -35,6 +35,16 @@ fn client() -> StsClient {
     StsClient::new(Duration::from_secs(5))
 }
 
+/// A bound that only catches a hang, far above anything a loaded machine takes.
+const HANG: Duration = Duration::from_secs(120);
+
+/// `fut`, or a panic naming `what` if it hangs.
+async fn no_hang<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HANG, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung for {HANG:?}"))
+}
+
 fn assert_forwarded(server: &FakeServer, challenge: &str) {
     let got = server.recorded();
     assert_eq!(got.len(), 1);
@@ -167,8 +177,13 @@ async fn error_message_is_truncated() {
 async fn huge_streamed_body() {
     let server = serve(|_| Reply::Endless).await;
     let (req, _) = verified(&server.url());
-    let started = Instant::now();
-    let e = client().get_caller_identity(&req).await.unwrap_err();
+    // The client gives up on the size, not on its 5 s timeout (that would be `StsTimeout`).
+    let e = no_hang(
+        "reading an endless body",
+        client().get_caller_identity(&req),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -185,7 +200,6 @@ async fn huge_streamed_body() {
         )),
         "{e}"
     );
-    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]
@@ -201,17 +215,20 @@ async fn server_that_never_answers() {
     let server = serve(|_| Reply::Hang).await;
     let (req, _) = verified(&server.url());
     let started = Instant::now();
-    let e = StsClient::new(Duration::from_millis(300))
-        .get_caller_identity(&req)
-        .await
-        .unwrap_err();
+    let e = no_hang(
+        "a request to a server that never answers",
+        StsClient::new(Duration::from_millis(300)).get_caller_identity(&req),
+    )
+    .await
+    .unwrap_err();
+    // It waited the timeout it was given (a lower bound, which no load can break).
+    assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(matches!(e, IamError::StsTimeout { .. }), "{e}");
     assert!(
         e.to_string().contains("STS did not answer within 300ms"),
         "{e}"
     );
     assert!(e.is_retryable());
-    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
@@ -310,9 +327,11 @@ fn caller_identity_parsing() {
         );
         assert!(e.to_string().contains(why), "{why:?} not in {e}");
     }
-    assert!(parse_caller_identity(&[0xff, 0xfe]).is_err());
     let deep = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
-    assert!(parse_caller_identity(deep.as_bytes()).is_err());
+    for body in [&[0xff, 0xfe][..], deep.as_bytes()] {
+        let e = parse_caller_identity(body).unwrap_err();
+        assert!(matches!(e, IamError::MalformedStsResponse { .. }), "{e}");
+    }
 }
 
 #[test]

@@ -1,0 +1,166 @@
+//! Locks on every call: a lock on a bot's user, or on a role its certificates hold, refuses
+//! `ListNodes` and the issuing of certificates with that role, for certificates issued before
+//! the lock; everyone else goes on. (Renewal and joins under a user lock: `renew.rs`; the IAM
+//! join: `iam.rs`; the proxy: the e2e `ssh` suite.)
+
+use machine_id_proto::v1;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::*;
+
+type Client = v1::auth_service_client::AuthServiceClient<Channel>;
+
+/// Makes lock `name` on `user` or `role` with `message` as the admin.
+async fn lock(ts: &TestServer, name: &str, user: Option<&str>, role: Option<&str>, message: &str) {
+    ts.admin()
+        .await
+        .upsert_lock(v1::UpsertLockRequest {
+            lock: Some(v1::Lock {
+                metadata: Some(v1::Metadata {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                target_user: user.map(str::to_string),
+                target_role: role.map(str::to_string),
+                message: message.into(),
+                created: None,
+                issued_before: None,
+            }),
+            create_only: true,
+        })
+        .await
+        .unwrap();
+}
+
+async fn unlock(ts: &TestServer, name: &str) {
+    ts.admin()
+        .await
+        .delete_lock(v1::GetByNameRequest { name: name.into() })
+        .await
+        .unwrap();
+}
+
+async fn list_nodes(client: &mut Client) -> Result<usize, tonic::Status> {
+    Ok(client
+        .list_nodes(v1::ListRequest {})
+        .await?
+        .into_inner()
+        .nodes
+        .len())
+}
+
+/// Bot `name` with `role`: its own (renewable) identity and an output identity for `role`,
+/// both issued before any lock.
+async fn bot_and_output(ts: &TestServer, name: &str, role: &str) -> (BotIdentity, BotIdentity) {
+    let bot = ts
+        .join(&ts.add_bot(name, &[role], &[]).await)
+        .await
+        .unwrap();
+    let out = generate(&mut ts.client(&bot).await, &[role], 0)
+        .await
+        .unwrap();
+    assert_eq!(out.identity().roles, [role]);
+    (bot, out)
+}
+
+async fn denials(ts: &TestServer) -> usize {
+    events(
+        &mut ts.admin().await,
+        machine_id_types::event_types::ACCESS_DENIED,
+    )
+    .await
+    .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_lock_refuses_list_nodes_to_the_bot_and_its_outputs() {
+    let ts = TestServer::start().await;
+    let (bot, out) = bot_and_output(&ts, "robot", "access").await;
+    let (mut own, mut output) = (ts.client(&bot).await, ts.client(&out).await);
+    list_nodes(&mut own).await.unwrap();
+    list_nodes(&mut output).await.unwrap();
+    assert_eq!(denials(&ts).await, 0);
+
+    lock(
+        &ts,
+        "robot-lock",
+        Some("bot-robot"),
+        None,
+        "decommissioned host",
+    )
+    .await;
+    for client in [&mut own, &mut output] {
+        assert_code(
+            list_nodes(client).await,
+            Code::PermissionDenied,
+            "decommissioned host",
+        );
+    }
+    assert_eq!(denials(&ts).await, 2, "each refusal is audited");
+
+    unlock(&ts, "robot-lock").await;
+    list_nodes(&mut own).await.unwrap();
+    list_nodes(&mut output).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_lock_refuses_the_holders_of_that_role_only() {
+    let ts = TestServer::start().await;
+    let (robot, robot_access) = bot_and_output(&ts, "robot", "access").await;
+    let (_, ed_editor) = bot_and_output(&ts, "ed", "editor").await;
+    let mut access_client = ts.client(&robot_access).await;
+    let mut editor_client = ts.client(&ed_editor).await;
+    list_nodes(&mut access_client).await.unwrap();
+
+    lock(&ts, "access-lock", None, Some("access"), "access is frozen").await;
+    // A certificate holding the role is refused...
+    assert_code(
+        list_nodes(&mut access_client).await,
+        Code::PermissionDenied,
+        "access is frozen",
+    );
+    // ...and a certificate with the role, newly asked for by a bot allowed it, is of no use.
+    // (The lock's doc says its target "gets no certificate"; today the server still issues
+    // one and refuses each of its calls. Either way, nothing passes.)
+    let mut robot_client = ts.client(&robot).await;
+    match generate(&mut robot_client, &["access"], 0).await {
+        Err(e) => {
+            assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+            assert!(e.message().contains("access is frozen"), "{e:?}");
+        }
+        Ok(fresh) => {
+            assert_eq!(fresh.identity().roles, ["access"]);
+            assert_code(
+                list_nodes(&mut ts.client(&fresh).await).await,
+                Code::PermissionDenied,
+                "access is frozen",
+            );
+        }
+    }
+    // A holder of another role goes on.
+    list_nodes(&mut editor_client).await.unwrap();
+    assert_eq!(denials(&ts).await, 2, "each refusal is audited");
+
+    // A lock on the bot's own role (`bot-robot`) refuses its renewal.
+    lock(
+        &ts,
+        "bot-role-lock",
+        None,
+        Some("bot-robot"),
+        "bot role frozen",
+    )
+    .await;
+    assert_code(
+        generate(&mut robot_client, &[], 0).await,
+        Code::PermissionDenied,
+        "bot role frozen",
+    );
+
+    // Lifted, the role works again.
+    unlock(&ts, "access-lock").await;
+    unlock(&ts, "bot-role-lock").await;
+    list_nodes(&mut access_client).await.unwrap();
+    let again = generate(&mut robot_client, &["access"], 0).await.unwrap();
+    assert_eq!(again.identity().roles, ["access"]);
+}
