@@ -1,3 +1,6 @@
+//! The client's error type: server statuses and transport failures turned into messages that say
+//! what to do.
+
 use std::path::PathBuf;
 use thiserror::Error;
 

@@ -1,3 +1,6 @@
+//! Time as a dependency: the `Clock` trait, the system clock, and the `FakeClock` tests move by
+//! hand.
+
 use std::fmt::Debug;
 use std::sync::Mutex;
 use time::OffsetDateTime;

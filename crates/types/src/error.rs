@@ -1,3 +1,6 @@
+//! The one error type of the domain crate: invalid fields and unparsable resources, naming what
+//! and where.
+
 use thiserror::Error;
 
 /// Errors of the domain types: a value that is not what it must be.

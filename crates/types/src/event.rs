@@ -1,3 +1,5 @@
+//! Audit events: the record every join, renewal, refusal and change leaves, and their codes.
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

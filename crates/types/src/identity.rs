@@ -1,3 +1,6 @@
+//! The identity a certificate carries (user, roles, logins, generation, expiry) and the fixed names
+//! of the cluster: the admin user and role, the auth server name, the proxy ALPN.
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;

@@ -1,3 +1,6 @@
+//! Locks: what a lock targets (a user, a role, certificates issued before a time) and whether it
+//! applies to a caller now.
+
 use crate::resource::envelope_serde;
 use crate::role::validate_name;
 use crate::{Metadata, ResourceKind, TypesError};

@@ -1,3 +1,5 @@
+//! Nodes: OpenSSH hosts registered with the cluster, their address, host names and labels.
+
 use crate::resource::envelope_serde;
 use crate::role::validate_name;
 use crate::{Metadata, ResourceKind, TypesError};

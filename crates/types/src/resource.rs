@@ -1,3 +1,6 @@
+//! The resource envelope (`kind`, `version`, `metadata`, `spec`) and its YAML/JSON
+//! (de)serialization.
+
 use crate::{Lock, Node, ProvisionToken, ResourceError, Role, User};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

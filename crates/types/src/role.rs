@@ -1,3 +1,6 @@
+//! Roles: allow/deny conditions (logins, node labels, impersonation, resource rules), their
+//! validation and login trait expansion.
+
 use crate::resource::envelope_serde;
 use crate::{Metadata, ResourceKind, TypesError};
 use serde::{Deserialize, Serialize};

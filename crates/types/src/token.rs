@@ -1,3 +1,6 @@
+//! Join tokens: the join methods, a token's roles and allow rules, and the one constructor of a
+//! bot's join token.
+
 use crate::resource::envelope_serde;
 use crate::role::validate_name;
 use crate::{Metadata, ResourceKind, TypesError};

@@ -1,3 +1,5 @@
+//! Users and bots: a bot's user, its roles and traits, the generation counter and the last renewal record.
+
 use crate::resource::envelope_serde;
 use crate::role::validate_name;
 use crate::{Metadata, ResourceKind, TypesError};

@@ -66,7 +66,11 @@ fn the_guide_ssh_login_is_refused_without_root_then_works_after_the_role_edit() 
 
     // Now a long-running tbot; then the fix of the guide: add root to the role's logins.
     let log = scratch.join("tbot.log");
-    let mut tbot = spawn_tbot(&tbot_start_args(&auth, &join, &data, &dest), &log);
+    // A one-hour renewal interval (and certificate TTL above it) rules out a scheduled
+    // renewal during this test: only the SIGHUP below can bring the new certificate.
+    let mut args = tbot_start_args(&auth, &join, &data, &dest);
+    args.extend(["--renewal-interval", "1h", "--certificate-ttl", "2h"].map(String::from));
+    let mut tbot = spawn_tbot(&args, &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until(machine_id_e2e::guide::HANG, "the first renewal", || {
         read_log().contains("wrote the output certificates")
