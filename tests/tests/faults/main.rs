@@ -100,7 +100,11 @@ async fn renew_loop(
         ..BotRun::default()
     };
     let mut next = new_key();
-    while !stop.load(Ordering::SeqCst) {
+    // A bot whose last answer was lost retries that renewal before it stops, as tbot does:
+    // the server may have committed it, and only the retry's answer tells the bot.
+    let mut unanswered = false;
+    let mut stopped_at: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) || unanswered {
         let attempt = async {
             let client = Client::connect(&addr, &identity(&key, &certs)).await?;
             client
@@ -120,6 +124,7 @@ async fn renew_loop(
                 answered.fetch_add(1, Ordering::SeqCst);
                 key = std::mem::replace(&mut next, new_key());
                 certs = new;
+                unanswered = false;
             }
             Ok(Err(
                 e @ (ClientError::PermissionDenied(_)
@@ -131,7 +136,15 @@ async fn renew_loop(
                 break;
             }
             Ok(Err(_)) | Err(_) => {
+                unanswered = true;
                 run.retries += 1;
+                // Only a hang gets this far; the generation check below then names the bot.
+                if stop.load(Ordering::SeqCst) {
+                    let since = *stopped_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() > machine_id_e2e::guide::HANG {
+                        break;
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
