@@ -72,6 +72,10 @@ pub struct AuthConfig {
     pub extra_sts_endpoints: Vec<StsEndpoint>,
     /// How long STS may take to answer one forwarded `GetCallerIdentity` (10s).
     pub sts_timeout: Duration,
+    /// `host:port` of the plain-HTTP diagnostics listener (`/healthz`, `/readyz`,
+    /// `/metrics`); none by default. It reveals no secret but should stay on a trusted
+    /// network (loopback, or a port only the monitoring system reaches).
+    pub diag_addr: Option<String>,
 }
 
 impl AuthConfig {
@@ -103,6 +107,7 @@ impl AuthConfig {
             max_token_ttl: Duration::from_secs(24 * 3600),
             extra_sts_endpoints: Vec::new(),
             sts_timeout: Duration::from_secs(10),
+            diag_addr: None,
         }
     }
 
@@ -186,6 +191,9 @@ impl AuthConfig {
                 "0 would refuse every join; use at least 1".into(),
             ));
         }
+        if let Some(addr) = &self.diag_addr {
+            validate_host_port(addr).map_err(|m| invalid("auth_service.diag_addr", m))?;
+        }
         if self.audit_burst_per_ip == 0 {
             return Err(invalid(
                 "limits.audit_burst_per_ip",
@@ -200,6 +208,19 @@ impl AuthConfig {
 pub const MAX_TOKEN_TTL_CEILING: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest renewable certificate lifetime a configuration may set (7 days).
 pub const MAX_CERT_TTL_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Checks that `addr` is `host:port` (an IPv6 host in brackets).
+fn validate_host_port(addr: &str) -> Result<(), String> {
+    let bad = || format!("{addr:?} is not host:port; use e.g. 127.0.0.1:3000");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad());
+    }
+    Ok(())
+}
 
 /// Checks a cluster name.
 pub(crate) fn validate_cluster_name(name: &str) -> Result<(), String> {
@@ -255,6 +276,7 @@ pub enum ConfigError {
 ///   cluster_name: example.com
 ///   listen_addr: 127.0.0.1:3025
 ///   ca_suite: default        # or legacy (RSA-2048)
+///   diag_addr: 127.0.0.1:3000  # optional: plain HTTP /healthz, /readyz, /metrics
 /// proxy_service:             # the SSH proxy; on by default, sharing the auth port (ALPN)
 ///   enabled: true
 ///   listen_addr: 127.0.0.1:3080          # optional: a listener of its own as well
@@ -344,6 +366,9 @@ pub struct AuthServiceConfig {
     /// The longest lifetime of a `token`-method join token (`24h`).
     #[serde(default, with = "duration::serde_opt")]
     pub max_token_ttl: Option<Duration>,
+    /// `host:port` of the diagnostics listener (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default)]
+    pub diag_addr: Option<String>,
 }
 
 /// The `proxy_service` section.

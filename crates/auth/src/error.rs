@@ -129,6 +129,9 @@ pub enum AuthError {
         /// The cause (in the message, not an error source, so it is printed once).
         cause: std::io::Error,
     },
+    /// The diagnostics listener (`diag_addr`) could not be bound.
+    #[error("diagnostics listener (--diag-addr): {0}")]
+    Diag(#[from] machine_id_diag::DiagError),
     /// Building the TLS configuration failed.
     #[error("tls setup failed: {0}")]
     Tls(String),
@@ -167,6 +170,7 @@ impl AuthError {
             | Self::FileTooLarge(_)
             | Self::InsecureFile { .. }
             | Self::Listen { .. }
+            | Self::Diag(_)
             | Self::Tls(_)
             | Self::Internal(_) => Code::Internal,
         }

@@ -34,9 +34,11 @@
 
 mod config;
 mod core;
+mod diag;
 mod error;
 mod files;
 mod limits;
+mod metrics;
 pub mod offline;
 mod proxy;
 pub mod rbac;

@@ -5,7 +5,8 @@
 //!
 //! The feed is a counter in a `tokio::sync::watch` channel: it moves on every change under
 //! `/locks/`, and also whenever the store's watch stream ends (it is then opened again), so a
-//! lost feed makes every waiter re-check rather than miss a lock.
+//! lost feed makes every waiter re-check rather than miss a lock. Its [`FeedHealth`] is down
+//! from the moment a watch stream ends until a new watch is open (`/readyz` reads it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use machine_id_store::Backend;
 use tokio::sync::watch;
 
+use crate::diag::FeedHealth;
 use crate::state;
 
 /// How long the feed waits before watching again after the store refused a watch.
@@ -25,20 +27,22 @@ pub(crate) struct LockFeed {
 }
 
 impl LockFeed {
-    /// Starts watching `/locks/` on `backend`; the task ends (and lets go of the store) when
-    /// every feed is dropped.
-    pub(crate) async fn start(backend: Arc<dyn Backend>) -> Self {
+    /// Starts watching `/locks/` on `backend`, keeping `health` up while a watch is open;
+    /// the task ends (and lets go of the store) when every feed is dropped.
+    pub(crate) async fn start(backend: Arc<dyn Backend>, health: FeedHealth) -> Self {
         let (tx, rx) = watch::channel(0u64);
         // The first watch is opened before returning, so no lock written after start is missed.
         let first = backend.watch(state::LOCKS).await;
         tokio::spawn(async move {
             let mut watcher = first;
             loop {
+                health.set_up(watcher.is_ok());
                 match watcher {
                     Ok(mut w) => loop {
                         tokio::select! {
                             event = w.recv() => {
                                 if event.is_none() {
+                                    health.set_up(false);
                                     tracing::debug!("the lock watch ended; watching again");
                                     break;
                                 }

@@ -1,5 +1,6 @@
 //! Starting and stopping the auth server: the store, the cluster's CAs and default roles, the
-//! admin identity, the TLS listener and the gRPC services.
+//! admin identity, the TLS listener and the gRPC services (counted by the metrics layer), and
+//! the diagnostics listener when one is configured.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,7 +59,8 @@ impl AuthServer {
     /// [`AuthError::DataDirInUse`] when another process holds it, [`AuthError::StoreMissing`]
     /// when the store is missing or empty but the admin identity exists,
     /// [`AuthError::InsecureFile`] for a private file open to others that cannot be fixed,
-    /// [`AuthError::Listen`] when the address cannot be bound, and store, file and CA errors.
+    /// [`AuthError::Listen`] when the address cannot be bound, [`AuthError::Diag`] when
+    /// [`AuthConfig::diag_addr`] cannot, and store, file and CA errors.
     pub async fn start(config: AuthConfig) -> Result<RunningAuthServer> {
         config.validate()?;
         files::ensure_private_dir(&config.data_dir, false)?;
@@ -73,7 +75,10 @@ impl AuthServer {
             return Err(store_missing(&config.data_dir, &db, &admin_dir, "missing"));
         }
         files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
-        let backend = open_store(&db).await?;
+        let store = open_store(&db).await?;
+        let metrics = crate::metrics::Metrics::new();
+        let feeds = crate::diag::Feeds::default();
+        let backend = crate::metrics::InstrumentedBackend::wrap(store.clone(), metrics.clone());
         let state = State { backend };
         if admin_exists && state.backend.get(CLUSTER_NAME_KEY).await?.is_none() {
             return Err(store_missing(&config.data_dir, &db, &admin_dir, "empty"));
@@ -121,6 +126,17 @@ impl AuthServer {
             })?),
             None => None,
         };
+        let diag = match &config.diag_addr {
+            Some(addr) => {
+                let diag = crate::diag::Diag {
+                    metrics: metrics.clone(),
+                    feeds: feeds.clone(),
+                    store,
+                };
+                Some(crate::diag::bind(addr, diag).await?)
+            }
+            None => None,
+        };
         let proxy_public_addr = if config.proxy_enabled {
             Some(
                 config
@@ -140,7 +156,9 @@ impl AuthServer {
                 tracing::info!(endpoint = %e, "extra STS endpoint allowed for iam joins");
             }
         }
-        let lock_feed = crate::revocation::LockFeed::start(state.backend.clone()).await;
+        let lock_feed =
+            crate::revocation::LockFeed::start(state.backend.clone(), feeds.register("locks"))
+                .await;
         let core = Arc::new(Core {
             lock_feed,
             state,
@@ -179,6 +197,7 @@ impl AuthServer {
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
             unauthenticated: ConnLimiter::new(config.max_unauthenticated_connections_per_ip),
+            metrics: metrics.clone(),
         };
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -199,9 +218,20 @@ impl AuthServer {
             ))
         });
         let audit_flush = tokio::spawn(flush_dropped_audit(flush_core, shutdown_rx.clone()));
+        let diag_local_addr = diag.as_ref().map(|(addr, _)| *addr);
+        let diag = diag.map(|(_, serving)| {
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = serving => {}
+                    _ = stop.wait_for(|v| *v) => {}
+                }
+            })
+        });
         let mut stop = shutdown_rx;
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(crate::metrics::MetricsLayer(metrics))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::ReceiverStream::new(conn_rx),
@@ -221,6 +251,8 @@ impl AuthServer {
         );
         Ok(RunningAuthServer {
             local_addr,
+            diag_local_addr,
+            diag,
             proxy_local_addr,
             proxy_public_addr,
             proxy_accept,
@@ -417,6 +449,8 @@ struct ConnLimits {
     handshake_timeout: std::time::Duration,
     idle_timeout: std::time::Duration,
     unauthenticated: Arc<ConnLimiter>,
+    /// Where accepted connections are counted.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Accepts TCP connections until shutdown; each TLS handshake runs in its own task with a
@@ -448,6 +482,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        limits.metrics.connection_accepted();
         let Some(permit) = limits.unauthenticated.try_acquire(remote.ip()) else {
             if let Some(refused) = limits.unauthenticated.note_refusal() {
                 tracing::warn!(remote = %remote, limit = limits.unauthenticated.max_per_ip(), refused, "refusing connection: too many connections from this address are in their TLS handshake or have no client certificate (limits.max_unauthenticated_connections_per_ip); at most one such line per 10s, `refused` counts them");
@@ -514,6 +549,8 @@ pub struct RunningAuthServer {
     proxy_local_addr: Option<SocketAddr>,
     proxy_public_addr: Option<String>,
     proxy_accept: Option<JoinHandle<()>>,
+    diag_local_addr: Option<SocketAddr>,
+    diag: Option<JoinHandle<()>>,
     shutdown: ShutdownHandle,
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
@@ -536,6 +573,12 @@ impl RunningAuthServer {
     /// The proxy address Ping returns (`None`: the proxy is disabled).
     pub fn proxy_public_addr(&self) -> Option<&str> {
         self.proxy_public_addr.as_deref()
+    }
+
+    /// The diagnostics listener's address (`/healthz`, `/readyz`, `/metrics`), when
+    /// [`AuthConfig::diag_addr`] asked for one.
+    pub fn diag_addr(&self) -> Option<SocketAddr> {
+        self.diag_local_addr
     }
 
     /// The cluster name.
@@ -583,6 +626,9 @@ impl RunningAuthServer {
             let _ = p.await;
         }
         let _ = self.audit_flush.await;
+        if let Some(d) = self.diag {
+            let _ = d.await;
+        }
         served.map_err(|e| AuthError::Internal(format!("gRPC server failed: {e}")))?;
         tracing::info!(addr = %self.local_addr, "auth server stopped");
         Ok(())

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{Caller, Core, EventQuery};
 use crate::error::AuthError;
+use crate::metrics::{self, Flag};
 
 mod convert;
 
@@ -50,10 +51,15 @@ fn required<T>(v: Option<T>, what: &str) -> Result<T, Status> {
 impl Api {
     async fn caller<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
         let certs = req.peer_certs();
-        Ok(self
+        let caller = self
             .core
             .authenticate(certs.as_deref().map(Vec::as_slice), method)
-            .await?)
+            .await;
+        // Authentication refuses a known caller only for a lock in force on it.
+        if let Err(AuthError::AccessDenied(_)) = &caller {
+            metrics::mark(req.extensions(), Flag::Locked);
+        }
+        Ok(caller?)
     }
 }
 
@@ -143,6 +149,9 @@ impl AuthService for Api {
         &self,
         req: Request<v1::GenerateUserCertsRequest>,
     ) -> R<v1::Certs> {
+        if req.get_ref().role_requests.is_empty() {
+            metrics::mark(req.extensions(), Flag::Renewal);
+        }
         let c = self.caller(&req, "GenerateUserCerts").await?;
         ok(self
             .core

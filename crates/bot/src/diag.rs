@@ -1,105 +1,83 @@
-//! The diagnostics listener: `/livez`, `/readyz`, `/metrics` (Prometheus text format).
+//! The diagnostics listener: `/livez`, `/readyz`, `/metrics` (Prometheus text format), over
+//! the HTTP server and exposition writer of `machine_id_diag`, which the auth server shares.
 
-use std::convert::Infallible;
-use std::fmt::Write as _;
-
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use machine_id_diag::prometheus::{Exposition, Kind};
+use machine_id_diag::{Handler, Reply};
 
 use crate::{Bot, BotError, Result, Status};
 
 /// The Prometheus text exposition of `status`.
 pub fn metrics_text(status: &Status) -> String {
-    let mut s = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(s, "# HELP {name} {help}");
-        let _ = writeln!(s, "# TYPE {name} {kind}");
-        let _ = writeln!(s, "{name} {value}");
-    };
-    metric(
+    let mut e = Exposition::new();
+    e.single(
         "tbot_renewals_total",
-        "counter",
+        Kind::Counter,
         "Successful renewals of the identity and every output.",
-        status.renewals.to_string(),
+        status.renewals,
     );
-    metric(
+    e.single(
         "tbot_renewal_failures_total",
-        "counter",
+        Kind::Counter,
         "Failed renewal attempts.",
-        status.failures.to_string(),
+        status.failures,
     );
-    metric(
+    e.single(
         "tbot_last_renewal_success",
-        "gauge",
+        Kind::Gauge,
         "1 when the last renewal attempt succeeded.",
-        u8::from(status.last_ok).to_string(),
+        u8::from(status.last_ok),
     );
     if let Some(v) = status.seconds_until_expiry {
-        metric(
+        e.single(
             "tbot_certificate_seconds_until_expiry",
-            "gauge",
+            Kind::Gauge,
             "Seconds until the earliest output certificate expires.",
-            v.to_string(),
+            v,
         );
     }
     if let Some(v) = status.identity_seconds_until_expiry {
-        metric(
+        e.single(
             "tbot_identity_seconds_until_expiry",
-            "gauge",
+            Kind::Gauge,
             "Seconds until the bot's own identity expires.",
-            v.to_string(),
+            v,
         );
     }
-    metric(
+    e.single(
         "tbot_identity_unsaved",
-        "gauge",
+        Kind::Gauge,
         "1 while the bot holds a renewed identity it could not save to its data directory (identity renewals are paused until it is saved).",
-        u8::from(status.identity_unsaved).to_string(),
+        u8::from(status.identity_unsaved),
     );
-    metric(
+    e.single(
         "tbot_ready",
-        "gauge",
+        Kind::Gauge,
         "1 when the outputs hold valid certificates.",
-        u8::from(status.ready).to_string(),
+        u8::from(status.ready),
     );
-    s
+    e.finish()
 }
 
-fn respond(bot: &Bot, path: &str) -> Response<Full<Bytes>> {
-    let (code, body, ctype) = match path {
-        "/livez" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+fn respond(bot: &Bot, path: &str) -> Reply {
+    match path {
+        "/livez" => Reply::text(200, "ok\n"),
         "/readyz" => match bot.not_ready_reason() {
-            None => (StatusCode::OK, "ready\n".to_string(), "text/plain"),
-            Some(why) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {why}\n"),
-                "text/plain",
-            ),
+            None => Reply::text(200, "ready\n"),
+            Some(why) => Reply::text(503, format!("not ready: {why}\n")),
         },
-        "/metrics" => (
-            StatusCode::OK,
-            metrics_text(&bot.status()),
-            "text/plain; version=0.0.4",
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "not found\n".to_string(),
-            "text/plain",
-        ),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = code;
-    if let Ok(v) = http::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        "/metrics" => Reply::metrics(metrics_text(&bot.status())),
+        _ => Reply::not_found(),
     }
-    resp
 }
 
-/// Binds `addr` and serves the diagnostics endpoints for `bot` until the task is dropped.
-/// Returns the bound address (useful with port 0) and the serving future.
+impl Handler for Bot {
+    async fn respond(&self, path: &str) -> Reply {
+        respond(self, path)
+    }
+}
+
+/// Binds `addr` and serves the diagnostics endpoints for `bot` until the returned future is
+/// dropped. Returns the bound address (useful with port 0) and the serving future.
 pub async fn serve_diag(
     bot: Bot,
     addr: &str,
@@ -107,36 +85,11 @@ pub async fn serve_diag(
     std::net::SocketAddr,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        BotError::Config(format!(
-            "cannot listen on --diag-addr {addr}: {e}; choose a free host:port"
-        ))
-    })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| BotError::Internal(e.to_string()))?;
+    let (local, serving) = machine_id_diag::serve(addr, bot)
+        .await
+        .map_err(|e| BotError::Config(format!("--diag-addr: {e}")))?;
     tracing::info!(addr = %local, "diagnostics listening (/livez, /readyz, /metrics)");
-    let serve = async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let bot = bot.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = respond(&bot, req.uri().path());
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "diagnostics connection failed");
-                }
-            });
-        }
-    };
-    Ok((local, serve))
+    Ok((local, serving))
 }
 
 #[cfg(test)]
@@ -148,13 +101,10 @@ mod tests {
     #[test]
     fn endpoints_before_the_first_renewal() {
         let bot = Bot::builder().auth_server("127.0.0.1:1").build().unwrap();
-        assert_eq!(respond(&bot, "/livez").status(), StatusCode::OK);
-        assert_eq!(
-            respond(&bot, "/readyz").status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(respond(&bot, "/metrics").status(), StatusCode::OK);
-        assert_eq!(respond(&bot, "/nope").status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond(&bot, "/livez").status, 200);
+        assert_eq!(respond(&bot, "/readyz").status, 503);
+        assert_eq!(respond(&bot, "/metrics").status, 200);
+        assert_eq!(respond(&bot, "/nope").status, 404);
     }
 
     #[test]
@@ -178,5 +128,6 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("tbot_identity_seconds_until_expiry"), "{t}");
+        machine_id_diag::prometheus::parse(&t).unwrap();
     }
 }
