@@ -54,6 +54,26 @@ pub fn tbot_start_args(auth: &AuthServer, join: &BotJoin, data: &Path, dest: &Pa
     ]
 }
 
+/// `GET path` from `addr` (`host:port`) over plain HTTP/1.1: the status code (0 when the
+/// answer has none) and the whole response, headers included.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = TcpStream::connect(addr).expect("connecting to the diagnostics listener");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sending the request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("reading the response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

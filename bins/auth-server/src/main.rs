@@ -2,7 +2,8 @@
 //!
 //! `auth-server start [--config FILE] [--data-dir DIR] [--cluster-name NAME]
 //! [--auth-listen ADDR] [--proxy-listen ADDR] [--proxy-public-addr HOST:PORT] [--no-proxy]
-//! [--extra-sts-endpoint URL ...] [-d] [--log-format text|json]`. Flags override the config file.
+//! [--extra-sts-endpoint URL ...] [--diag-addr HOST:PORT] [-d] [--log-format text|json]`.
+//! Flags override the config file.
 //! Logs go to stderr; once serving, one line goes to stdout: `auth server ready on ADDR`.
 //!
 //! Recovery on the stopped server's data directory (refused while a server runs on it):
@@ -119,6 +120,12 @@ struct StartArgs {
     /// repeatable, added to join_service.extra_sts_endpoints of the config file.
     #[arg(long = "extra-sts-endpoint", value_name = "URL", value_parser = parse_sts_endpoint)]
     extra_sts_endpoints: Vec<StsEndpoint>,
+    /// Serve diagnostics over plain HTTP on host:port: /healthz (200 while serving), /readyz
+    /// (200 only while the store answers and the change feed is up, else 503 naming the part
+    /// that is down) and /metrics (Prometheus text) [default: auth_service.diag_addr of the
+    /// config, else none].
+    #[arg(long, value_name = "HOST:PORT")]
+    diag_addr: Option<String>,
     /// Debug logging.
     #[arg(short = 'd', long)]
     debug: bool,
@@ -191,6 +198,11 @@ fn resolve(args: &StartArgs) -> Result<AuthConfig> {
     if let Some(suite) = file.auth_service.ca_suite {
         config.suite = suite;
     }
+    config.diag_addr = pick(
+        "auth_service.diag_addr",
+        &args.diag_addr,
+        &file.auth_service.diag_addr,
+    );
     config.proxy_enabled = !args.no_proxy && file.proxy_service.enabled != Some(false);
     config.proxy_listen_addr = pick(
         "proxy_service.listen_addr",

@@ -124,8 +124,7 @@ impl Diag {
     pub(crate) async fn not_ready(&self) -> Option<String> {
         let mut down = Vec::new();
         // TODO(ping): use Backend::ping once the trait has it.
-        match tokio::time::timeout(READY_STORE_TIMEOUT, self.store.get(CLUSTER_NAME_KEY)).await
-        {
+        match tokio::time::timeout(READY_STORE_TIMEOUT, self.store.get(CLUSTER_NAME_KEY)).await {
             Ok(Ok(Some(_))) => {}
             Ok(Ok(None)) => down.push(format!(
                 "store: the cluster record {CLUSTER_NAME_KEY} is missing"
@@ -167,8 +166,7 @@ impl Handler for Diag {
 pub(crate) async fn bind(
     addr: &str,
     diag: Diag,
-) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), machine_id_diag::DiagError>
-{
+) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), machine_id_diag::DiagError> {
     let (local, serving) = machine_id_diag::serve(addr, diag).await?;
     tracing::info!(addr = %local, "diagnostics listening (/healthz, /readyz, /metrics)");
     Ok((local, serving))

@@ -59,7 +59,12 @@ impl Backend for Scripted {
     async fn put(&self, _: &str, _: Vec<u8>) -> Result<Revision, StoreError> {
         unused()
     }
-    async fn compare_and_swap(&self, _: &str, _: Revision, _: Vec<u8>) -> Result<Revision, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        _: &str,
+        _: Revision,
+        _: Vec<u8>,
+    ) -> Result<Revision, StoreError> {
         unused()
     }
     async fn delete(&self, _: &str) -> Result<(), StoreError> {
@@ -136,7 +141,10 @@ async fn the_lock_feed_is_down_from_the_end_of_its_watch_until_a_new_one_opens()
         .send(Err(StoreError::Backend("connection refused".into())))
         .await
         .unwrap();
-    until("a third watch", || store.watch_calls.load(Ordering::Relaxed) >= 3).await;
+    until("a third watch", || {
+        store.watch_calls.load(Ordering::Relaxed) >= 3
+    })
+    .await;
     assert!(!health.is_up());
 
     // A new watch opens: up again.
@@ -160,7 +168,10 @@ async fn readiness_names_the_store_when_it_fails_or_hangs() {
     *store.get.lock().unwrap() = Err("disk I/O error".into());
     assert_eq!(
         d.respond("/readyz").await,
-        Reply::text(503, "not ready: store: storage backend failed: disk I/O error\n")
+        Reply::text(
+            503,
+            "not ready: store: storage backend failed: disk I/O error\n"
+        )
     );
     *store.get.lock().unwrap() = Ok(false);
     assert_eq!(

@@ -91,7 +91,9 @@ impl GrpcCounts {
     }
 
     /// `(service, method, code name, count)` for every pair counted at least once.
-    pub(super) fn read(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
+    pub(super) fn read(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
         self.cells.iter().enumerate().filter_map(|(i, c)| {
             let n = c.load(Ordering::Relaxed);
             if n == 0 {
@@ -220,7 +222,12 @@ where
 
 /// The `grpc-status` in `headers`, if any.
 fn status_in(headers: &http::HeaderMap) -> Option<Code> {
-    let v = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let v = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
     Some(Code::from(v))
 }
 
@@ -271,7 +278,8 @@ impl<B: Body + Unpin> Body for Counted<B> {
         match &frame {
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
-                    this.call.finish(status_in(trailers).unwrap_or(Code::Unknown));
+                    this.call
+                        .finish(status_in(trailers).unwrap_or(Code::Unknown));
                 }
             }
             Some(Err(_)) => this.call.finish(Code::Unknown),
@@ -307,8 +315,15 @@ mod tests {
         for p in &paths {
             assert!(method_index(p) < METHODS.len(), "{p} is not in METHODS");
         }
-        assert_eq!(paths.len(), METHODS.len(), "METHODS lists a method the proto lacks");
-        assert_eq!(method_index("/machineid.v1.AuthService/Nope"), METHODS.len());
+        assert_eq!(
+            paths.len(),
+            METHODS.len(),
+            "METHODS lists a method the proto lacks"
+        );
+        assert_eq!(
+            method_index("/machineid.v1.AuthService/Nope"),
+            METHODS.len()
+        );
         assert_eq!(method_index("/other.v1.AuthService/Ping"), METHODS.len());
     }
 

@@ -34,7 +34,10 @@ pub(super) struct StoreTimings {
 impl StoreTimings {
     pub(super) fn new() -> Self {
         Self {
-            latency: OPS.iter().map(|_| Histogram::new(LATENCY_BUCKETS)).collect(),
+            latency: OPS
+                .iter()
+                .map(|_| Histogram::new(LATENCY_BUCKETS))
+                .collect(),
             failures: LabeledCounter::new(OPS),
         }
     }

@@ -7,7 +7,10 @@ use tonic::Code;
 use super::*;
 
 fn index(method: &str) -> usize {
-    grpc::METHODS.iter().position(|(_, m)| *m == method).unwrap()
+    grpc::METHODS
+        .iter()
+        .position(|(_, m)| *m == method)
+        .unwrap()
 }
 
 #[test]
@@ -38,7 +41,10 @@ fn calls_count_into_requests_joins_renewals_and_refusals() {
         )
     };
     assert_eq!(req("JoinService", "RegisterUsingToken", "OK"), 1.0);
-    assert_eq!(req("JoinService", "RegisterUsingToken", "PermissionDenied"), 1.0);
+    assert_eq!(
+        req("JoinService", "RegisterUsingToken", "PermissionDenied"),
+        1.0
+    );
     assert_eq!(req("AuthService", "GenerateUserCerts", "OK"), 2.0);
     assert_eq!(req("unknown", "unknown", "Unimplemented"), 1.0);
     assert_eq!(
@@ -60,7 +66,10 @@ fn calls_count_into_requests_joins_renewals_and_refusals() {
     assert_eq!(joins("token", "failed"), 0.0);
     assert_eq!(joins("iam", "failed"), 1.0);
     assert_eq!(v("auth_server_renewals_total", &[("result", "ok")]), 1.0);
-    assert_eq!(v("auth_server_renewals_total", &[("result", "denied")]), 1.0);
+    assert_eq!(
+        v("auth_server_renewals_total", &[("result", "denied")]),
+        1.0
+    );
     let refusals = |reason: &str| v("auth_server_refusals_total", &[("reason", reason)]);
     assert_eq!(refusals("locked"), 1.0);
     assert_eq!(refusals("permission_denied"), 1.0);
@@ -71,13 +80,18 @@ fn calls_count_into_requests_joins_renewals_and_refusals() {
 #[tokio::test]
 async fn the_instrumented_backend_times_every_call_and_counts_failures() {
     let m = Metrics::new();
-    let store = InstrumentedBackend::wrap(Arc::new(SqliteBackend::open_in_memory().unwrap()), m.clone());
+    let store = InstrumentedBackend::wrap(
+        Arc::new(SqliteBackend::open_in_memory().unwrap()),
+        m.clone(),
+    );
     let rev = store.create("/a/1", b"x".to_vec()).await.unwrap();
     assert!(store.get("/a/1").await.unwrap().is_some());
     assert!(store.get("/a/2").await.unwrap().is_none());
     // A conflict is an outcome, not a failure.
     assert!(matches!(
-        store.compare_and_swap("/a/1", rev + 10, b"y".to_vec()).await,
+        store
+            .compare_and_swap("/a/1", rev + 10, b"y".to_vec())
+            .await,
         Err(StoreError::Conflict { .. })
     ));
     assert_eq!(store.range("/a/").await.unwrap().len(), 1);
@@ -96,7 +110,10 @@ async fn the_instrumented_backend_times_every_call_and_counts_failures() {
     assert_eq!(count("range"), 1.0);
     assert_eq!(count("put"), 0.0);
     assert_eq!(
-        s.value("auth_server_store_failures_total", &[("op", "compare_and_swap")]),
+        s.value(
+            "auth_server_store_failures_total",
+            &[("op", "compare_and_swap")]
+        ),
         Some(0.0)
     );
     assert!(format!("{store:?}").contains("SqliteBackend"));
