@@ -2,7 +2,7 @@
 //! `tbot start`, judged by `ssh-keygen`, `ssh -G`, `openssl verify` and the server itself.
 #![allow(clippy::unwrap_used, missing_docs)] // tests
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -99,8 +99,11 @@ fn parse_float(s: &str) -> Option<f64> {
     }
 }
 
+/// Label pairs in the order written.
+type Labels = Vec<(String, String)>;
+
 /// Reads the label set starting after `{`; returns the labels and the rest after `}`.
-fn parse_labels(mut rest: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut rest: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         rest = rest.trim_start_matches(' ');
@@ -292,7 +295,8 @@ pub fn parse(text: &str) -> Result<Scrape, ParseError> {
                 )));
             }
         };
-        if family.kind == "counter" && !(value >= 0.0) {
+        // A counter is never negative, nor NaN.
+        if family.kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("a counter below zero".into()));
         }
         let mut key_labels = labels.clone();
