@@ -493,6 +493,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn diag_addr_is_read_and_must_be_host_port() {
+        let c =
+            FileConfig::parse("auth_service:\n  diag_addr: localhost:3000\n", "f.yaml").unwrap();
+        assert_eq!(c.auth_service.diag_addr.as_deref(), Some("localhost:3000"));
+        let mut a = AuthConfig::new("/tmp/x", "example.com", "127.0.0.1:0".parse().unwrap());
+        for good in ["localhost:3000", "127.0.0.1:0", "[::1]:3000"] {
+            a.diag_addr = Some(good.into());
+            a.validate().unwrap();
+        }
+        for bad in ["localhost", ":3000", "host:http", "::1:3000", "host:70000"] {
+            a.diag_addr = Some(bad.into());
+            assert_eq!(
+                a.validate().unwrap_err().to_string(),
+                format!(
+                    "configuration: auth_service.diag_addr: {bad:?} is not host:port; use e.g. 127.0.0.1:3000"
+                )
+            );
+        }
+    }
+
+    #[test]
     fn full_file_parses() {
         let c = FileConfig::parse(
             "data_dir: /tmp/x\nauth_service:\n  cluster_name: example.com\n  listen_addr: 127.0.0.1:3025\n  ca_suite: legacy\nproxy_service:\n  enabled: false\n  public_addr: proxy.example.com:3080\n",
