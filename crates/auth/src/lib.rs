@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cache;
 mod config;
 mod core;
 mod error;
@@ -46,6 +47,7 @@ mod service;
 mod state;
 mod tls;
 
+pub use cache::FeedHealth;
 pub use config::{
     AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
     JoinServiceConfig, LimitsConfig, MAX_CERT_TTL_CEILING, MAX_TOKEN_TTL_CEILING,

@@ -66,9 +66,7 @@ impl OfflineDataDir {
             )));
         }
         files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
-        let state = State {
-            backend: open_store(&db).await?,
-        };
+        let state = State::uncached(open_store(&db).await?);
         let Some((info, _)) = state.get::<ClusterInfo>(CLUSTER_NAME_KEY).await? else {
             return Err(AuthError::FailedPrecondition(format!(
                 "the store {} holds no cluster; is it the auth server's data directory?",

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::cache::{CachedBackend, FeedHealth};
 use crate::config::AuthConfig;
 use crate::core::{Core, IamJoin, Limits};
 use crate::error::{AuthError, Result};
@@ -29,6 +30,9 @@ pub const BACKEND_FILE: &str = "backend.db";
 /// The file in the data directory that a running auth server (and the offline commands)
 /// hold an exclusive `flock` on.
 pub const LOCK_FILE: &str = "auth-server.lock";
+/// How long a start waits for the cache's first load before serving (reads go to the store
+/// until it is loaded).
+const CACHE_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often audit events dropped by the rate limit are summarized when their address sends
 /// nothing more.
 const AUDIT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -74,7 +78,7 @@ impl AuthServer {
         }
         files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
         let backend = open_store(&db).await?;
-        let state = State { backend };
+        let state = State::uncached(backend);
         if admin_exists && state.backend.get(CLUSTER_NAME_KEY).await?.is_none() {
             return Err(store_missing(&config.data_dir, &db, &admin_dir, "empty"));
         }
@@ -140,6 +144,12 @@ impl AuthServer {
                 tracing::info!(endpoint = %e, "extra STS endpoint allowed for iam joins");
             }
         }
+        let cache = CachedBackend::start(state.backend.clone(), CACHE_LOAD_TIMEOUT).await;
+        let feed_health = cache.health();
+        let state = State {
+            backend: Arc::new(cache),
+            uncached: state.uncached,
+        };
         let lock_feed = crate::revocation::LockFeed::start(state.backend.clone()).await;
         let core = Arc::new(Core {
             lock_feed,
@@ -234,6 +244,7 @@ impl AuthServer {
             serve,
             accept,
             audit_flush,
+            feed_health,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -518,6 +529,7 @@ pub struct RunningAuthServer {
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
     audit_flush: JoinHandle<()>,
+    feed_health: Arc<FeedHealth>,
     /// The data directory's lock, released when the server is dropped.
     _data_dir_lock: std::fs::File,
 }
@@ -556,6 +568,11 @@ impl RunningAuthServer {
     /// Whether this start created the cluster (CAs and default roles).
     pub fn first_start(&self) -> bool {
         self.first_start
+    }
+
+    /// Whether the store's change feed is up (the cache loaded), and its lag.
+    pub fn feed_health(&self) -> &FeedHealth {
+        &self.feed_health
     }
 
     /// A handle that stops the server.

@@ -194,24 +194,52 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> 
         .map_err(|e| AuthError::Internal(format!("stored value at {key} cannot be read: {e}")))
 }
 
+/// The value at `key` in `backend` and its revision.
+async fn get_from<T: DeserializeOwned>(
+    backend: &dyn Backend,
+    key: &str,
+) -> Result<Option<(T, Revision)>> {
+    match backend.get(key).await? {
+        None => Ok(None),
+        Some(Item {
+            value, revision, ..
+        }) => Ok(Some((decode(key, &value)?, revision))),
+    }
+}
+
 /// Typed access to the backend.
 #[derive(Debug, Clone)]
 pub(crate) struct State {
+    /// The store as the server reads it: through the cache, for a running server.
     pub(crate) backend: Arc<dyn Backend>,
+    /// The store itself, for reads that must see its latest value (the same as `backend`
+    /// where nothing is cached).
+    pub(crate) uncached: Arc<dyn Backend>,
 }
 
 impl State {
+    /// A state with no cache in front of `backend`.
+    pub(crate) fn uncached(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            uncached: backend.clone(),
+            backend,
+        }
+    }
+
+    /// The value at `key` and its revision, read from the store itself (not the cache).
+    pub(crate) async fn get_fresh<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Revision)>> {
+        get_from(&*self.uncached, key).await
+    }
+
     /// The value at `key` and its revision.
     pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<(T, Revision)>> {
-        match self.backend.get(key).await? {
-            None => Ok(None),
-            Some(Item {
-                value, revision, ..
-            }) => Ok(Some((decode(key, &value)?, revision))),
-        }
+        get_from(&*self.backend, key).await
     }
 
     /// Every value under `prefix`, in key order.
