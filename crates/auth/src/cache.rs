@@ -176,6 +176,8 @@ struct Shared {
     cache: RwLock<Cache>,
     health: Arc<FeedHealth>,
     probes: Mutex<Probes>,
+    /// Moved after every applied change under `/locks/` and every load or loss of the feed.
+    locks_changed: tokio::sync::watch::Sender<u64>,
     /// Dropped with the cache, which stops the feed task.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -208,15 +210,20 @@ impl Shared {
         revision: Revision,
         changes: impl IntoIterator<Item = (String, Entry)>,
     ) {
+        let mut locks = false;
         {
             let mut cache = self.write();
             if cache.ready {
                 for (key, entry) in changes {
                     if is_cached(&key) {
+                        locks |= key.starts_with(state::LOCKS);
                         cache.apply(&key, entry);
                     }
                 }
             }
+        }
+        if locks {
+            crate::revocation::bump(&self.locks_changed);
         }
         let lag = self.probes().lag(revision, started);
         self.record_lag(lag);
@@ -233,6 +240,7 @@ impl Shared {
         cache.entries.clear();
         self.health.up.store(false, Ordering::Release);
         *self.probes() = Probes::default();
+        crate::revocation::bump(&self.locks_changed);
     }
 }
 
@@ -263,6 +271,7 @@ impl CachedBackend {
             cache: RwLock::new(Cache::default()),
             health: Arc::new(FeedHealth::default()),
             probes: Mutex::new(Probes::default()),
+            locks_changed: tokio::sync::watch::channel(0).0,
             _stop: stop_tx,
         });
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
@@ -278,6 +287,12 @@ impl CachedBackend {
             tracing::warn!(store = ?inner, "the cache could not be loaded yet; reading from the store until it is");
         }
         Self { inner, shared }
+    }
+
+    /// A feed that moves after every change to the locks this cache applied (from any
+    /// server), and whenever the store's feed was lost or the cache reloaded.
+    pub(crate) fn lock_feed(&self) -> crate::revocation::LockFeed {
+        crate::revocation::LockFeed::new(self.shared.locks_changed.subscribe())
     }
 
     /// The feed's health, for the diagnostics endpoint.
@@ -324,7 +339,11 @@ async fn follow(
                         WatchEvent::Put(i) => i.revision,
                         WatchEvent::Delete { revision, .. } => *revision,
                     };
+                    let locks = event_key(&event).starts_with(state::LOCKS);
                     s.write().apply_event(event);
+                    if locks {
+                        crate::revocation::bump(&s.locks_changed);
+                    }
                     s.observe_lag(revision);
                 }
             }
@@ -369,8 +388,10 @@ async fn load(
         }
     }
     cache.ready = true;
+    drop(cache);
     s.health.up.store(true, Ordering::Release);
-    tracing::debug!(entries = cache.entries.len(), "cache loaded");
+    crate::revocation::bump(&s.locks_changed);
+    tracing::debug!("cache loaded");
     Ok(Some(watcher))
 }
 
@@ -424,6 +445,10 @@ impl CachedBackend {
         if let Some(Entry::Live(item)) = cache.entries.get(key) {
             let revision = item.revision;
             cache.entries.insert(key.to_string(), Entry::Gone(revision));
+        }
+        drop(cache);
+        if key.starts_with(state::LOCKS) {
+            crate::revocation::bump(&self.shared.locks_changed);
         }
     }
 }
@@ -514,13 +539,21 @@ impl Backend for CachedBackend {
         let started = Instant::now();
         let revision = self.inner.atomic_write(ops).await?;
         if let Some(ops) = kept {
-            self.shared.own_write(started, revision, changes(&ops, revision));
+            self.shared
+                .own_write(started, revision, changes(&ops, revision));
         }
         Ok(revision)
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
         self.inner.watch(prefix).await
+    }
+}
+
+fn event_key(event: &WatchEvent) -> &str {
+    match event {
+        WatchEvent::Put(item) => &item.key,
+        WatchEvent::Delete { key, .. } => key,
     }
 }
 

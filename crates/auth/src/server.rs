@@ -146,11 +146,11 @@ impl AuthServer {
         }
         let cache = CachedBackend::start(state.backend.clone(), CACHE_LOAD_TIMEOUT).await;
         let feed_health = cache.health();
+        let lock_feed = cache.lock_feed();
         let state = State {
             backend: Arc::new(cache),
             uncached: state.uncached,
         };
-        let lock_feed = crate::revocation::LockFeed::start(state.backend.clone()).await;
         let core = Arc::new(Core {
             lock_feed,
             state,
