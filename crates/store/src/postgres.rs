@@ -221,14 +221,12 @@ impl Shared {
     fn query_error(&self, what: &str, e: &tokio_postgres::Error) -> StoreError {
         let described = &self.settings.described;
         match e.as_db_error() {
-            Some(db) if !is_unavailable_code(db.code()) => StoreError::Backend(format!(
-                "postgresql {described}: {what}: {}",
-                db.message()
-            )),
-            Some(db) => StoreError::Unavailable(format!(
-                "postgresql {described}: {what}: {}",
-                db.message()
-            )),
+            Some(db) if !is_unavailable_code(db.code()) => {
+                StoreError::Backend(format!("postgresql {described}: {what}: {}", db.message()))
+            }
+            Some(db) => {
+                StoreError::Unavailable(format!("postgresql {described}: {what}: {}", db.message()))
+            }
             None if e.is_closed() || has_io_source(e) => StoreError::Unavailable(format!(
                 "postgresql {described}: {what}: the connection was lost ({e})"
             )),
