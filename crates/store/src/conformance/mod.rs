@@ -91,7 +91,10 @@ pub use kv::{
     revisions_increase_across_keys, values_round_trip,
 };
 pub use range::{range_by_prefix, range_orders_unicode_bytewise, range_treats_wildcards_literally};
-pub use watch::{watch_sees_changes_under_prefix_in_order, watchers_are_independent};
+pub use watch::{
+    watch_sees_changes_under_prefix_in_order, watch_sees_every_op_of_one_write,
+    watchers_are_independent,
+};
 
 /// One case: takes a fresh, empty backend; panics on a violation.
 pub type Case = fn(Arc<dyn Backend>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -135,6 +138,9 @@ pub const CASES: &[(&str, Case)] = &[
     }),
     ("watchers_are_independent", |b| {
         Box::pin(watchers_are_independent(b))
+    }),
+    ("watch_sees_every_op_of_one_write", |b| {
+        Box::pin(watch_sees_every_op_of_one_write(b))
     }),
     ("race_compare_and_swap", |b| {
         Box::pin(race_compare_and_swap(b))
@@ -203,6 +209,7 @@ macro_rules! conformance_tests {
             atomic_write_empty,
             watch_sees_changes_under_prefix_in_order,
             watchers_are_independent,
+            watch_sees_every_op_of_one_write,
             race_compare_and_swap,
             race_compare_and_delete,
             race_create,
