@@ -15,6 +15,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
 
+use ops::Mode::{Statement, Transaction};
+
 use crate::{Backend, EventQuery, Item, Op, Revision, StoreError, StoredEvent, Watcher};
 
 mod conn;
@@ -221,14 +223,12 @@ impl Shared {
     fn query_error(&self, what: &str, e: &tokio_postgres::Error) -> StoreError {
         let described = &self.settings.described;
         match e.as_db_error() {
-            Some(db) if !is_unavailable_code(db.code()) => StoreError::Backend(format!(
-                "postgresql {described}: {what}: {}",
-                db.message()
-            )),
-            Some(db) => StoreError::Unavailable(format!(
-                "postgresql {described}: {what}: {}",
-                db.message()
-            )),
+            Some(db) if !is_unavailable_code(db.code()) => {
+                StoreError::Backend(format!("postgresql {described}: {what}: {}", db.message()))
+            }
+            Some(db) => {
+                StoreError::Unavailable(format!("postgresql {described}: {what}: {}", db.message()))
+            }
             None if e.is_closed() || has_io_source(e) => StoreError::Unavailable(format!(
                 "postgresql {described}: {what}: the connection was lost ({e})"
             )),
@@ -277,7 +277,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             value,
         };
-        ops::write_revision(self.shared(), &[op]).await
+        ops::write_revision(self.shared(), &[op], Statement).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
@@ -285,7 +285,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             value,
         };
-        ops::write_revision(self.shared(), &[op]).await
+        ops::write_revision(self.shared(), &[op], Statement).await
     }
 
     async fn compare_and_swap(
@@ -299,14 +299,16 @@ impl Backend for PostgresBackend {
             revision: expected,
             value,
         };
-        ops::write_revision(self.shared(), &[op]).await
+        ops::write_revision(self.shared(), &[op], Statement).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let op = Op::Delete {
             key: key.to_owned(),
         };
-        ops::write(self.shared(), &[op]).await.map(drop)
+        ops::write(self.shared(), &[op], Statement)
+            .await
+            .map(drop)
     }
 
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
@@ -314,7 +316,9 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             revision: expected,
         };
-        ops::write(self.shared(), &[op]).await.map(drop)
+        ops::write(self.shared(), &[op], Statement)
+            .await
+            .map(drop)
     }
 
     async fn range(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
@@ -322,7 +326,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        ops::write_revision(self.shared(), &ops).await
+        ops::write_revision(self.shared(), &ops, Transaction).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {

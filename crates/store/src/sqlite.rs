@@ -30,7 +30,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, Transactio
 use tokio::sync::mpsc;
 
 use crate::{
-    Backend, EventQuery, prefix_successor, Item, Op, Revision, StoreError, StoredEvent, WatchEvent, Watcher,
+    Backend, EventQuery, Item, Op, Revision, StoreError, StoredEvent, WatchEvent, Watcher,
+    prefix_successor,
 };
 
 mod events;

@@ -41,7 +41,9 @@ const EXPECTED: &str = "expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE?s
 
 /// Parses `conn_string`; the error never repeats the string (it may hold a password).
 pub(super) fn parse(conn_string: &str, connect_timeout: Duration) -> Result<Settings, StoreError> {
-    let bad = |what: String| StoreError::Backend(format!("invalid storage.conn_string: {what}; {EXPECTED}"));
+    let bad = |what: String| {
+        StoreError::Backend(format!("invalid storage.conn_string: {what}; {EXPECTED}"))
+    };
     let (rest, tls) = if ["postgresql://", "postgres://"]
         .iter()
         .any(|p| conn_string.starts_with(p))
@@ -72,9 +74,13 @@ pub(super) fn parse(conn_string: &str, connect_timeout: Duration) -> Result<Sett
             _ => root_cert = Some(PathBuf::from(value)),
         }
     }
-    let mut config: tokio_postgres::Config = rest
-        .parse()
-        .map_err(|e: tokio_postgres::Error| bad(e.to_string()))?;
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| {
+        // The driver's messages name the option, never its value.
+        match std::error::Error::source(&e) {
+            Some(source) => bad(format!("{e}: {source}")),
+            None => bad(e.to_string()),
+        }
+    })?;
     if config.get_hosts().is_empty() {
         return Err(bad("no host given".to_owned()));
     }

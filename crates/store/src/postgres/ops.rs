@@ -122,21 +122,38 @@ fn read_item(row: &tokio_postgres::Row) -> Item {
     }
 }
 
-/// [`write`] for the calls that return a revision (a lone delete has none to give).
-pub(super) async fn write_revision(shared: &Shared, ops: &[Op]) -> Result<Revision, StoreError> {
-    write(shared, ops).await?.ok_or_else(|| {
+/// [`write`] for the calls that return a revision.
+pub(super) async fn write_revision(
+    shared: &Shared,
+    ops: &[Op],
+    mode: Mode,
+) -> Result<Revision, StoreError> {
+    write(shared, ops, mode).await?.ok_or_else(|| {
         StoreError::Backend("a delete has no revision to return (internal error)".to_owned())
     })
 }
 
-/// Applies `ops` (one statement for one op, else a transaction), retrying what the database
-/// rolled back for certain; the revision, if the write produced one the caller can see.
-pub(super) async fn write(shared: &Shared, ops: &[Op]) -> Result<Option<Revision>, StoreError> {
+/// How [`write`] applies its ops.
+#[derive(Clone, Copy)]
+pub(super) enum Mode {
+    /// One op as one autocommitted statement (a lone delete returns no revision).
+    Statement,
+    /// Any number of ops in one transaction at one revision.
+    Transaction,
+}
+
+/// Applies `ops`, retrying what the database rolled back for certain; the revision, if the
+/// write produced one the caller can see.
+pub(super) async fn write(
+    shared: &Shared,
+    ops: &[Op],
+    mode: Mode,
+) -> Result<Option<Revision>, StoreError> {
     let mut attempt = 1;
     loop {
         let mut client = shared.client().await?;
-        let result = match ops {
-            [op] => write_one(&client, op).await,
+        let result = match (mode, ops) {
+            (Mode::Statement, [op]) => write_one(&client, op).await,
             _ => write_transaction(&mut client, ops).await.map(Some),
         };
         match result {

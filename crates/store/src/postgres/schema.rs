@@ -13,7 +13,8 @@
 //! - `events(id text primary key, time_nanos bigint, event_type text, data bytea)` with the
 //!   index `events_by_time (time_nanos, id)`: the audit event log;
 //! - `kv_notify()`, an `AFTER INSERT OR UPDATE OR DELETE` row trigger on `kv` that sends
-//!   `NOTIFY machine_id_kv` with `{"op", "key", "revision", "value"}` (the value base64,
+//!   `NOTIFY machine_id_kv` with `{"n", "op", "key", "revision", "value"}` (`n` numbers
+//!   the transaction's notifications so none is dropped as a duplicate; the value base64,
 //!   left out when the payload would pass PostgreSQL's 8000-byte limit). A delete's
 //!   revision is the transaction's (`machine_id.revision`, set by `atomic_write`) or a fresh
 //!   one from the sequence.
@@ -50,9 +51,16 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE FUNCTION kv_notify() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         payload text;
+        n int;
     BEGIN
+        -- Numbers the transaction's notifications: PostgreSQL drops a notification whose
+        -- payload repeats an earlier one of the same transaction, and a write may repeat an
+        -- op (put, delete, the same put again).
+        n := COALESCE(NULLIF(current_setting('machine_id.notify_seq', true), ''), '0')::int + 1;
+        PERFORM set_config('machine_id.notify_seq', n::text, true);
         IF TG_OP = 'DELETE' THEN
             payload := json_build_object(
+                'n', n,
                 'op', 'delete',
                 'key', OLD.key,
                 'revision', COALESCE(
@@ -61,6 +69,7 @@ const MIGRATIONS: &[&str] = &[r#"
             )::text;
         ELSE
             payload := json_build_object(
+                'n', n,
                 'op', 'put',
                 'key', NEW.key,
                 'revision', NEW.revision,
@@ -68,7 +77,7 @@ const MIGRATIONS: &[&str] = &[r#"
             )::text;
             IF octet_length(payload) > 7900 THEN
                 payload := json_build_object(
-                    'op', 'put', 'key', NEW.key, 'revision', NEW.revision)::text;
+                    'n', n, 'op', 'put', 'key', NEW.key, 'revision', NEW.revision)::text;
             END IF;
         END IF;
         PERFORM pg_notify('machine_id_kv', payload);

@@ -37,12 +37,10 @@ pub(super) fn connector(settings: &Settings) -> Result<MakeRustlsConnect, StoreE
     let verifier: Arc<dyn ServerCertVerifier> = match roots {
         None => Arc::new(EncryptOnly { algorithms }),
         Some(roots) => {
-            let webpki = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                Arc::clone(&provider),
-            )
-            .build()
-            .map_err(|e| StoreError::Backend(format!("cannot use sslrootcert: {e}")))?;
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|e| StoreError::Backend(format!("cannot use sslrootcert: {e}")))?;
             if settings.ssl_mode == SslMode::VerifyFull {
                 webpki
             } else {

@@ -137,4 +137,3 @@ pub(super) fn open_reader(path: &Path, location: &str) -> Result<Connection, Sto
         .map_err(|e| sql_err(location, "cannot configure", e))?;
     Ok(conn)
 }
-

@@ -13,7 +13,8 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 const APPLICATION_ID: i64 = 0x4d49_4453;
 
 /// Schema migrations, applied in order inside one transaction at open.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE kv (
         key TEXT PRIMARY KEY NOT NULL,
         value BLOB NOT NULL,
@@ -24,7 +25,8 @@ const MIGRATIONS: &[&str] = &["
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     INSERT INTO meta (name, value) VALUES ('revision', 0);
-", "
+",
+    "
     CREATE TABLE events (
         id TEXT PRIMARY KEY NOT NULL,
         time_nanos INTEGER NOT NULL,
@@ -32,7 +34,8 @@ const MIGRATIONS: &[&str] = &["
         data BLOB NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX events_by_time ON events (time_nanos, id);
-"];
+",
+];
 
 /// Checks the file is ours and brings its schema to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
@@ -79,4 +82,3 @@ pub(super) fn migrate(conn: &mut Connection, location: &str) -> Result<(), Store
     }
     Ok(())
 }
-
