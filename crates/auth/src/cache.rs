@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use machine_id_store::{Backend, Item, Op, Revision, StoreError, WatchEvent, Watcher};
+use machine_id_store::{
+    Backend, EventQuery, Item, Op, Revision, StoreError, StoredEvent, WatchEvent, Watcher,
+};
 
 use crate::state;
 
@@ -547,6 +549,22 @@ impl Backend for CachedBackend {
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
         self.inner.watch(prefix).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn append_event(&self, event: StoredEvent) -> Result<(), StoreError> {
+        self.inner.append_event(event).await
+    }
+
+    async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.search_events(query).await
     }
 }
 

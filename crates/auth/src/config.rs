@@ -12,6 +12,8 @@ use machine_id_mint::Suite;
 use machine_id_types::{Clock, SystemClock, duration};
 use serde::Deserialize;
 
+use crate::storage::{StorageConfig, StorageFileConfig};
+
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/machine-id";
 /// The default listen address: loopback only; `0.0.0.0` must be asked for.
@@ -72,6 +74,9 @@ pub struct AuthConfig {
     pub extra_sts_endpoints: Vec<StsEndpoint>,
     /// How long STS may take to answer one forwarded `GetCallerIdentity` (10s).
     pub sts_timeout: Duration,
+    /// Where the cluster state lives: SQLite in the data directory (the default) or a
+    /// PostgreSQL database several auth servers share.
+    pub storage: StorageConfig,
 }
 
 impl AuthConfig {
@@ -103,6 +108,7 @@ impl AuthConfig {
             max_token_ttl: Duration::from_secs(24 * 3600),
             extra_sts_endpoints: Vec::new(),
             sts_timeout: Duration::from_secs(10),
+            storage: StorageConfig::Sqlite,
         }
     }
 
@@ -292,6 +298,9 @@ pub struct FileConfig {
     /// Timeouts and per-address limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where the cluster state lives.
+    #[serde(default)]
+    pub storage: StorageFileConfig,
 }
 
 /// The `limits` section: timeouts and per-address limits (see [`AuthConfig`] for each).
@@ -429,6 +438,10 @@ impl FileConfig {
         }
         if let Some(name) = &cfg.auth_service.cluster_name {
             validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
+        }
+        if let Some(conn) = &cfg.storage.conn_string {
+            conn.parse::<crate::storage::ConnString>()
+                .map_err(|m| invalid("storage.conn_string", m))?;
         }
         for (i, url) in cfg.join_service.extra_sts_endpoints.iter().enumerate() {
             StsEndpoint::parse(url).map_err(|e| {

@@ -45,6 +45,7 @@ mod revocation;
 mod server;
 mod service;
 mod state;
+mod storage;
 mod tls;
 
 pub use cache::FeedHealth;
@@ -57,6 +58,9 @@ pub use error::AuthError;
 pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE, FileTooLarge, MAX_FILE_SIZE};
 pub use machine_id_join::iam::StsEndpoint;
 pub use server::{AuthServer, BACKEND_FILE, LOCK_FILE, RunningAuthServer, ShutdownHandle};
+pub use storage::{
+    ConnString, STORAGE_CONN_STRING_ENV, StorageConfig, StorageFileConfig, StorageKind,
+};
 
 /// The store key layout.
 pub mod keys {

@@ -23,6 +23,7 @@ use crate::error::{AuthError, Result};
 use crate::files::{self, ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
 use crate::limits::{ConnLimiter, IdleIo};
 use crate::state::{self, CA_KEY, CLUSTER_NAME_KEY, ClusterInfo, State};
+use crate::storage::{self, StorageConfig};
 use crate::tls;
 
 /// The store's file name in the data directory.
@@ -70,20 +71,26 @@ impl AuthServer {
             &config.data_dir,
             "an auth server is already running on it; stop it first (one data directory serves one auth server)",
         )?;
-        let db = config.data_dir.join(BACKEND_FILE);
         let admin_dir = config.data_dir.join(ADMIN_IDENTITY_DIR);
         let admin_exists = admin_identity_exists(&admin_dir);
-        if admin_exists && !db.exists() {
-            return Err(store_missing(&config.data_dir, &db, &admin_dir, "missing"));
-        }
-        files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
-        let backend = open_store(&db).await?;
+        let backend = match &config.storage {
+            StorageConfig::Sqlite => {
+                let db = config.data_dir.join(BACKEND_FILE);
+                if admin_exists && !db.exists() {
+                    return Err(store_missing(&config, &admin_dir, "missing"));
+                }
+                files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
+                open_store(&db).await?
+            }
+            StorageConfig::Postgres { conn_string } => storage::open_postgres(conn_string).await?,
+        };
         let state = State::uncached(backend);
         if admin_exists && state.backend.get(CLUSTER_NAME_KEY).await?.is_none() {
-            return Err(store_missing(&config.data_dir, &db, &admin_dir, "empty"));
+            return Err(store_missing(&config, &admin_dir, "empty"));
         }
         let (ca_keys, first_start) = init_cluster(&state, &config).await?;
         state::migrate_plaintext_tokens(&state).await?;
+        state::migrate_events_to_log(&state).await?;
         let signer = Arc::new(ca_keys.signer()?);
         let ca_pins = vec![CaPin::from_cert_der(signer.tls_ca_cert_der())?];
 
@@ -225,6 +232,7 @@ impl AuthServer {
             cluster = %config.cluster_name,
             first_start,
             data_dir = %config.data_dir.display(),
+            store = %StoreLocation::of(&config).store,
             proxy = %proxy_public_addr.as_deref().unwrap_or("disabled"),
             proxy_listen = %proxy_local_addr.map_or_else(|| "shared with the auth port".to_string(), |a| a.to_string()),
             "auth server started"
@@ -255,12 +263,45 @@ fn admin_identity_exists(dir: &Path) -> bool {
     dir.join(ADMIN_KEY_FILE).exists() || dir.join(ADMIN_CERT_FILE).exists()
 }
 
-fn store_missing(data_dir: &Path, db: &Path, admin_dir: &Path, state: &'static str) -> AuthError {
+fn store_missing(config: &AuthConfig, admin_dir: &Path, state: &'static str) -> AuthError {
+    let loc = StoreLocation::of(config);
     AuthError::StoreMissing {
-        data_dir: data_dir.to_path_buf(),
-        db: db.to_path_buf(),
+        data_dir: config.data_dir.clone(),
+        store: loc.store,
         admin_dir: admin_dir.to_path_buf(),
         state,
+        remedy: loc.remedy.into(),
+    }
+}
+
+/// How messages name the store a configuration uses.
+struct StoreLocation {
+    /// `the data directory D` / `the PostgreSQL database S`, for a cluster mismatch.
+    holder: String,
+    /// The store alone: the SQLite file or the database (no password).
+    store: String,
+    /// What else the operator can point the server at.
+    other: &'static str,
+    /// What restores an emptied store.
+    remedy: &'static str,
+}
+
+impl StoreLocation {
+    fn of(config: &AuthConfig) -> Self {
+        match &config.storage {
+            StorageConfig::Sqlite => Self {
+                holder: format!("the data directory {}", config.data_dir.display()),
+                store: config.data_dir.join(BACKEND_FILE).display().to_string(),
+                other: "data directory",
+                remedy: "restore it from a backup",
+            },
+            StorageConfig::Postgres { conn_string } => Self {
+                holder: format!("the PostgreSQL database {conn_string}"),
+                store: format!("PostgreSQL {conn_string}"),
+                other: "database",
+                remedy: "point storage.conn_string at the cluster's database, or copy the cluster into this one with auth-server backend clone",
+            },
+        }
     }
 }
 
@@ -304,16 +345,18 @@ async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, boo
     for _ in 0..2 {
         if let Some((info, _)) = state.get::<ClusterInfo>(CLUSTER_NAME_KEY).await? {
             if info.cluster_name != config.cluster_name {
+                let loc = StoreLocation::of(config);
                 return Err(AuthError::ClusterNameMismatch {
                     configured: config.cluster_name.clone(),
                     stored: info.cluster_name,
-                    data_dir: config.data_dir.clone(),
+                    store: loc.holder,
+                    other: loc.other,
                 });
             }
             let item = state.backend.get(CA_KEY).await?.ok_or_else(|| {
                 AuthError::Internal(format!(
-                    "the store in {} names cluster {:?} but holds no certificate authorities at {CA_KEY}; the data directory is damaged: restore it from a backup",
-                    config.data_dir.display(),
+                    "the store {} names cluster {:?} but holds no certificate authorities at {CA_KEY}; it is damaged: restore it from a backup",
+                    StoreLocation::of(config).store,
                     info.cluster_name
                 ))
             })?;
