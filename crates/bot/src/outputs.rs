@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use machine_id_client::{Client, PingInfo};
+use machine_id_client::{AuthAddrs, Client, PingInfo};
 use machine_id_destination::{
     Artifacts, Destination, DirectoryDestination, HostCaKey, SshConfigParams, SymlinkPolicy,
     known_hosts, ssh_config,
@@ -70,7 +70,7 @@ pub(crate) struct OutputState {
 /// The outputs of one bot and what they hold.
 pub(crate) struct Outputs {
     outputs: Vec<Output>,
-    auth_server: String,
+    auth_server: AuthAddrs,
     certificate_ttl: Duration,
     tbot_path: PathBuf,
     clock: Arc<dyn Clock>,
@@ -101,7 +101,7 @@ impl Outputs {
     /// The outputs of a bot of `auth_server` asking for certificates of `certificate_ttl`.
     pub(crate) fn new(
         outputs: Vec<Output>,
-        auth_server: String,
+        auth_server: AuthAddrs,
         certificate_ttl: Duration,
         tbot_path: PathBuf,
         clock: Arc<dyn Clock>,
@@ -239,11 +239,13 @@ impl Outputs {
         let issued = IssuedIdentity::new(key, certs)?;
         tracing::debug!(output = %out.describe, "got the output certificates");
         let mut artifacts = issued.to_artifacts();
+        // The cluster's advertised proxy when it has one; else the proxy shares the auth
+        // port, so `tbot proxy` gets the whole auth server list to fail over along.
         let proxy_addr = ping
             .proxy_public_addr
             .clone()
-            .unwrap_or_else(|| self.auth_server.clone());
-        let proxy_host = host_of(&proxy_addr);
+            .unwrap_or_else(|| self.auth_server.to_string());
+        let proxy_host = host_of(proxy_addr.split(',').next().unwrap_or_default());
         artifacts.known_hosts =
             known_hosts(&ping.cluster_name, proxy_host, host_ca_keys).into_bytes();
         if let Some((dir, symlinks)) = &out.dir {
