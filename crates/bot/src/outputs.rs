@@ -90,6 +90,17 @@ fn host_of(addr: &str) -> &str {
     }
 }
 
+/// The proxy address(es) for ssh_config: the one the cluster advertises (Ping), as always;
+/// but when that is an address of the auth server list (the proxy shares the auth port, and
+/// an auth server advertises its own listener by default), the whole list, so `tbot proxy`
+/// can move on when that server is down. No advertised proxy: the auth server list.
+fn proxy_addr(advertised: Option<&str>, auth_servers: &AuthAddrs) -> String {
+    match advertised {
+        Some(p) if !auth_servers.as_slice().iter().any(|a| a == p) => p.to_string(),
+        _ => auth_servers.to_string(),
+    }
+}
+
 /// When the certificate of a written set expires (Unix seconds), if it holds a readable one.
 fn set_expiry(set: &Artifacts) -> Option<i64> {
     let pem = std::str::from_utf8(&set.tls_cert).ok()?;
@@ -239,12 +250,7 @@ impl Outputs {
         let issued = IssuedIdentity::new(key, certs)?;
         tracing::debug!(output = %out.describe, "got the output certificates");
         let mut artifacts = issued.to_artifacts();
-        // The cluster's advertised proxy when it has one; else the proxy shares the auth
-        // port, so `tbot proxy` gets the whole auth server list to fail over along.
-        let proxy_addr = ping
-            .proxy_public_addr
-            .clone()
-            .unwrap_or_else(|| self.auth_server.to_string());
+        let proxy_addr = proxy_addr(ping.proxy_public_addr.as_deref(), &self.auth_server);
         let proxy_host = host_of(proxy_addr.split(',').next().unwrap_or_default());
         artifacts.known_hosts =
             known_hosts(&ping.cluster_name, proxy_host, host_ca_keys).into_bytes();
@@ -339,5 +345,18 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:3025"), "127.0.0.1");
         assert_eq!(host_of("[::1]:3025"), "::1");
         assert_eq!(host_of("host"), "host");
+    }
+
+    #[test]
+    fn the_proxy_is_the_advertised_one_unless_it_is_an_auth_server_of_the_list() {
+        let one: AuthAddrs = "a:3025".into();
+        let two: AuthAddrs = "a:3025,b:3025".into();
+        assert_eq!(
+            proxy_addr(Some("proxy.example.com:3080"), &two),
+            "proxy.example.com:3080"
+        );
+        assert_eq!(proxy_addr(Some("a:3025"), &one), "a:3025");
+        assert_eq!(proxy_addr(Some("b:3025"), &two), "a:3025,b:3025");
+        assert_eq!(proxy_addr(None, &two), "a:3025,b:3025");
     }
 }
