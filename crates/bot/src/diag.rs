@@ -60,6 +60,18 @@ pub fn metrics_text(status: &Status) -> String {
         u8::from(status.identity_unsaved).to_string(),
     );
     metric(
+        "tbot_auth_failovers_total",
+        "counter",
+        "Moves to another auth server of the list after one could not be reached or answered UNAVAILABLE (not failed renewals: a renewal that succeeded after a failover counts in tbot_renewals_total).",
+        status.auth_failovers.to_string(),
+    );
+    metric(
+        "tbot_auth_retries_total",
+        "counter",
+        "Dials and calls to the auth servers made again after a failure that allowed it (see tbot_renewal_failures_total for renewals that failed in the end).",
+        status.auth_retries.to_string(),
+    );
+    metric(
         "tbot_ready",
         "gauge",
         "1 when the outputs hold valid certificates.",
@@ -166,6 +178,8 @@ mod tests {
             seconds_until_expiry: Some(120),
             identity_seconds_until_expiry: None,
             identity_unsaved: false,
+            auth_failovers: 2,
+            auth_retries: 5,
             ready: true,
         });
         assert!(
@@ -178,5 +192,10 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("tbot_identity_seconds_until_expiry"), "{t}");
+        assert!(
+            t.contains("# TYPE tbot_auth_failovers_total counter\ntbot_auth_failovers_total 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("tbot_auth_retries_total 5\n"), "{t}");
     }
 }

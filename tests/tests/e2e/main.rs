@@ -4,6 +4,7 @@
 
 mod auth;
 mod bots;
+mod failover;
 mod iam;
 mod iam_moto;
 mod identity;
