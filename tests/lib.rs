@@ -319,6 +319,13 @@ impl AuthServer {
         self.spawn_on(&listen);
     }
 
+    /// Starts the server again on the same data dir and address with `extra_args` in place
+    /// of the flags it was started with (e.g. another `--storage-conn-string`).
+    pub fn restart_same_addr_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart_same_addr();
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.path().join("data")

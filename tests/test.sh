@@ -6,9 +6,10 @@
 #   tests/test.sh               # set up (once) and run every test
 #   tests/test.sh --setup-only  # set up only (what .ci/run does before its other checks)
 #
-# Needs: OpenSSH (ssh, ssh-keygen, sshd), openssl and getfacl from apt, installed here when
-# run as root (the end-to-end suites run as root anyway: tbot init chowns, the full-disk tests
-# mount a tmpfs); moto, the AWS mock, in .venv (or wherever $MOTO_SERVER points).
+# Needs: OpenSSH (ssh, ssh-keygen, sshd), openssl, getfacl and PostgreSQL's server binaries
+# from apt, installed here when run as root (the end-to-end suites run as root anyway: tbot
+# init chowns, the full-disk tests mount a tmpfs); moto, the AWS mock, in .venv (or wherever
+# $MOTO_SERVER points).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/sh/setup.sh
@@ -18,11 +19,10 @@ ensure_apt \
   getfacl=acl openssl=openssl python3=python3
 ensure_sshd_dirs
 ensure_moto
-# ---- PostgreSQL: the store conformance suite's PostgreSQL backend will need `initdb` and
-# ---- `pg_ctl` here (apt: postgresql), found through an exported variable like MOTO_SERVER.
+ensure_postgres
 
 if [ "${1:-}" = --setup-only ]; then
-  echo "set up: MOTO_SERVER=$MOTO_SERVER"
+  echo "set up: MOTO_SERVER=$MOTO_SERVER MACHINE_ID_PG_BIN=$MACHINE_ID_PG_BIN"
   exit 0
 fi
 exec cargo test --workspace --locked "$@"

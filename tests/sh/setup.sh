@@ -73,3 +73,31 @@ ensure_apt_packages() {
   done
   apt_install "${missing[@]}"
 }
+
+# ensure_postgres: exports MACHINE_ID_PG_BIN, the directory of PostgreSQL's server binaries
+# (initdb, postgres, pg_ctl, pg_isready, psql: /usr/lib/postgresql/<version>/bin, not on
+# PATH), for the store's PostgreSQL tests, which start their own throwaway server. Installs
+# the `postgresql` package when none is there, without creating or starting Debian's own
+# cluster (the tests never use it).
+ensure_postgres() {
+  local bin
+  if [ -n "${MACHINE_ID_PG_BIN:-}" ] && [ -x "$MACHINE_ID_PG_BIN/initdb" ]; then
+    export MACHINE_ID_PG_BIN
+    return 0
+  fi
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    if [ "$(id -u)" -eq 0 ] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+      mkdir -p /etc/postgresql-common
+      echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+    fi
+    apt_install postgresql || return 1
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  fi
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    echo "postgresql is installed but no initdb under /usr/lib/postgresql/*/bin" >&2
+    return 1
+  fi
+  MACHINE_ID_PG_BIN="$bin"
+  export MACHINE_ID_PG_BIN
+}

@@ -6,6 +6,11 @@
 //! Flags override the config file.
 //! Logs go to stderr; once serving, one line goes to stdout: `auth server ready on ADDR`.
 //!
+//! Storage: SQLite in the data directory by default; `--storage-conn-string` (or
+//! `MACHINE_ID_STORAGE_CONN_STRING`, or `storage:` in the config) names a PostgreSQL database
+//! several auth servers share. `auth-server backend clone --from CONFIG --to CONFIG` copies a
+//! cluster between stores.
+//!
 //! Recovery on the stopped server's data directory (refused while a server runs on it):
 //! `auth-server locks ls [--data-dir DIR | --config FILE]` and
 //! `auth-server locks rm NAME [--data-dir DIR | --config FILE]`.
@@ -17,9 +22,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use machine_id_auth::offline::OfflineDataDir;
+use machine_id_auth::offline::{OfflineDataDir, StoreTarget, clone_cluster};
 use machine_id_auth::{
-    AuthConfig, AuthServer, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig, StsEndpoint,
+    AuthConfig, AuthServer, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
+    STORAGE_CONN_STRING_ENV, StsEndpoint,
 };
 
 fn parse_sts_endpoint(s: &str) -> Result<StsEndpoint, String> {
@@ -41,6 +47,27 @@ enum Command {
     /// admin can reach the server, e.g. a lock refuses the admin identity).
     #[command(subcommand)]
     Locks(LocksCommand),
+    /// Move a cluster between stores.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCommand {
+    /// Copy a whole cluster (CAs, roles, bots and their generation counters, tokens, nodes,
+    /// locks, the audit log) from the store one config names to the (empty) store another
+    /// names: SQLite to PostgreSQL or back. Stop the cluster's auth servers first.
+    Clone {
+        /// The config of the auth server whose cluster to copy.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The config naming the empty store to copy into.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Debug logging.
+        #[arg(short = 'd', long)]
+        debug: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +153,11 @@ struct StartArgs {
     /// config, else none].
     #[arg(long, value_name = "HOST:PORT")]
     diag_addr: Option<String>,
+    /// The PostgreSQL database several auth servers share (a postgresql:// URI or libpq
+    /// words); storage.type becomes postgresql. Better given through the environment, so
+    /// that its password is not on the command line.
+    #[arg(long, value_name = "CONN", env = STORAGE_CONN_STRING_ENV, hide_env_values = true)]
+    storage_conn_string: Option<String>,
     /// Debug logging.
     #[arg(short = 'd', long)]
     debug: bool,
@@ -194,6 +226,10 @@ fn resolve(args: &StartArgs) -> Result<AuthConfig> {
             .context("default listen address")?,
     };
     let mut config = AuthConfig::new(data_dir, cluster_name, listen_addr);
+    config.storage = file
+        .storage
+        .resolve(args.storage_conn_string.as_deref())
+        .map_err(|m| anyhow::anyhow!(m))?;
     file.apply_limits(&mut config);
     if let Some(suite) = file.auth_service.ca_suite {
         config.suite = suite;
@@ -303,6 +339,43 @@ impl Signals {
     }
 }
 
+/// The data directory and storage a config file names (for `backend clone`).
+fn store_target(path: &std::path::Path) -> Result<StoreTarget> {
+    let file = FileConfig::load(path)?;
+    let storage = file
+        .storage
+        .resolve(None)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    Ok(StoreTarget {
+        data_dir: file
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        storage,
+    })
+}
+
+/// `auth-server backend clone`.
+async fn backend(cmd: BackendCommand) -> Result<()> {
+    let BackendCommand::Clone { from, to, .. } = cmd;
+    let report = clone_cluster(&store_target(&from)?, &store_target(&to)?)
+        .await
+        .context("backend clone failed; the target was left as it was")?;
+    let keys: Vec<String> = report
+        .keys
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    println!(
+        "Copied cluster {:?}: {} keys ({}) and {} audit events. Start the auth servers with {} now.",
+        report.cluster_name,
+        report.keys.values().sum::<usize>(),
+        keys.join(", "),
+        report.events,
+        to.display()
+    );
+    Ok(())
+}
+
 /// `auth-server locks ls|rm` on a stopped server's data directory.
 async fn locks(cmd: LocksCommand) -> Result<()> {
     let args = match &cmd {
@@ -356,6 +429,7 @@ fn main() -> ExitCode {
         Command::Locks(LocksCommand::Ls(a) | LocksCommand::Rm { dir: a, .. }) => {
             (a.debug, LogFormat::Text)
         }
+        Command::Backend(BackendCommand::Clone { debug, .. }) => (*debug, LogFormat::Text),
     };
     init_logging(debug, format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -372,6 +446,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start(args) => start(args).await,
             Command::Locks(cmd) => locks(cmd).await,
+            Command::Backend(cmd) => backend(cmd).await,
         }
     };
     match rt.block_on(run) {

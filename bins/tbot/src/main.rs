@@ -60,7 +60,7 @@ struct ProxyArgs {
     /// the default).
     #[arg(long, default_value = "try-secure")]
     symlinks: SymlinkPolicy,
-    /// The proxy, host:port.
+    /// The proxy, host:port, or a comma-separated list tried in turn.
     #[arg(long)]
     proxy: String,
     #[command(subcommand)]
@@ -112,9 +112,11 @@ struct StartArgs {
     #[arg(long)]
     ca_path: Option<PathBuf>,
 
-    /// The auth server, host:port.
+    /// The auth server, host:port; for several servers of one cluster, repeat the flag or
+    /// give a comma-separated list (a:3025,b:3025): the bot moves to the next when one cannot
+    /// be reached.
     #[arg(long, env = "TELEPORT_AUTH_SERVER")]
-    auth_server: Option<String>,
+    auth_server: Vec<String>,
 
     /// The lifetime of the certificates [default: 60m].
     #[arg(long, value_parser = parse_duration)]
@@ -185,7 +187,7 @@ fn effective_config(args: StartArgs) -> anyhow::Result<BotConfig> {
     };
     let from_file = args.config.is_some();
     let changed = config.apply(Overrides {
-        auth_server: args.auth_server,
+        auth_server: (!args.auth_server.is_empty()).then(|| args.auth_server.join(",")),
         certificate_ttl: args.certificate_ttl,
         renewal_interval: args.renewal_interval,
         oneshot: args.oneshot,

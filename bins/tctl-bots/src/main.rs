@@ -15,7 +15,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "tctl", version, about)]
 pub(crate) struct Cli {
-    /// The auth server, host:port.
+    /// The auth server, host:port; for several servers of one cluster, repeat the flag or
+    /// give a comma-separated list (a:3025,b:3025), tried in turn.
     #[arg(
         long,
         env = "TELEPORT_AUTH_SERVER",
@@ -253,7 +254,10 @@ pub(crate) enum EventsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(machine_id_cli::join_repeated_flag(
+        std::env::args_os(),
+        &["--auth-server"],
+    ));
     machine_id_cli::init_logging(cli.debug);
     machine_id_cli::run(commands::run(cli))
 }

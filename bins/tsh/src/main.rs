@@ -20,7 +20,8 @@ struct Cli {
     #[arg(short = 'i', long, value_name = "DIR", global = true)]
     identity: Option<PathBuf>,
 
-    /// The auth server, host:port (the proxy shares its port, hence the alias `--proxy`).
+    /// The auth server, host:port (the proxy shares its port, hence the alias `--proxy`);
+    /// for several servers of one cluster, repeat the flag or give a comma-separated list.
     #[arg(
         long,
         visible_alias = "proxy",
@@ -59,7 +60,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(machine_id_cli::join_repeated_flag(
+        std::env::args_os(),
+        &["--auth-server", "--proxy"],
+    ));
     machine_id_cli::init_logging(cli.debug);
     let Some(identity) = cli.identity.clone() else {
         // A usage error: clap prints it and exits 2.

@@ -12,6 +12,8 @@ use machine_id_mint::Suite;
 use machine_id_types::{Clock, SystemClock, duration};
 use serde::Deserialize;
 
+use crate::storage::{StorageConfig, StorageFileConfig};
+
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/machine-id";
 /// The default listen address: loopback only; `0.0.0.0` must be asked for.
@@ -76,6 +78,9 @@ pub struct AuthConfig {
     /// `/metrics`); none by default. It reveals no secret but should stay on a trusted
     /// network (loopback, or a port only the monitoring system reaches).
     pub diag_addr: Option<String>,
+    /// Where the cluster state lives: SQLite in the data directory (the default) or a
+    /// PostgreSQL database several auth servers share.
+    pub storage: StorageConfig,
 }
 
 impl AuthConfig {
@@ -108,6 +113,7 @@ impl AuthConfig {
             extra_sts_endpoints: Vec::new(),
             sts_timeout: Duration::from_secs(10),
             diag_addr: None,
+            storage: StorageConfig::Sqlite,
         }
     }
 
@@ -314,6 +320,9 @@ pub struct FileConfig {
     /// Timeouts and per-address limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where the cluster state lives.
+    #[serde(default)]
+    pub storage: StorageFileConfig,
 }
 
 /// The `limits` section: timeouts and per-address limits (see [`AuthConfig`] for each).
@@ -454,6 +463,10 @@ impl FileConfig {
         }
         if let Some(name) = &cfg.auth_service.cluster_name {
             validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
+        }
+        if let Some(conn) = &cfg.storage.conn_string {
+            conn.parse::<crate::storage::ConnString>()
+                .map_err(|m| invalid("storage.conn_string", m))?;
         }
         for (i, url) in cfg.join_service.extra_sts_endpoints.iter().enumerate() {
             StsEndpoint::parse(url).map_err(|e| {

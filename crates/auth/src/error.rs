@@ -62,17 +62,19 @@ pub enum AuthError {
         /// The cause (in the message, not an error source, so it is printed once).
         cause: std::io::Error,
     },
-    /// The data directory belongs to another cluster.
+    /// The store belongs to another cluster.
     #[error(
-        "cluster name mismatch: the configuration says {configured:?} but the data directory {data_dir} holds cluster {stored:?}; start with --cluster-name={stored} (or the same name in the config file), or use another data directory"
+        "cluster name mismatch: the configuration says {configured:?} but {store} holds cluster {stored:?}; start with --cluster-name={stored} (or the same name in the config file), or use another {other}"
     )]
     ClusterNameMismatch {
         /// The name the configuration asked for.
         configured: String,
-        /// The name stored in the data directory.
+        /// The name stored.
         stored: String,
-        /// The data directory.
-        data_dir: PathBuf,
+        /// Where: `the data directory /var/lib/machine-id` or `the PostgreSQL database ...`.
+        store: String,
+        /// What to use instead: `data directory` or `database`.
+        other: &'static str,
     },
     /// A file the server reads is over its size limit.
     #[error(transparent)]
@@ -94,17 +96,27 @@ pub enum AuthError {
     /// The admin identity exists but the store is missing or empty: starting would create a
     /// new cluster and orphan every bot.
     #[error(
-        "refusing to start: the data directory {data_dir} holds an admin identity ({admin_dir}) but its store {db} is {state}, so starting would create a new cluster with new certificate authorities and every existing bot and node would stop working; restore {db} from a backup, or, to really start a new cluster, move {admin_dir} away first"
+        "refusing to start: the data directory {data_dir} holds an admin identity ({admin_dir}) but the store {store} is {state}, so starting would create a new cluster with new certificate authorities and every existing bot and node would stop working; {remedy}, or, to really start a new cluster, move {admin_dir} away first"
     )]
     StoreMissing {
         /// The data directory.
         data_dir: PathBuf,
-        /// The store file.
-        db: PathBuf,
+        /// The store: the SQLite file, or the PostgreSQL database (no password).
+        store: String,
         /// The admin identity directory.
         admin_dir: PathBuf,
         /// `missing` or `empty`.
         state: &'static str,
+        /// What restores the cluster.
+        remedy: String,
+    },
+    /// The store could not be opened or reached at start.
+    #[error("cannot open the store ({store}): {cause}")]
+    StorageOpen {
+        /// The store (no password).
+        store: String,
+        /// Why.
+        cause: StoreError,
     },
     /// Another process (a running auth server, or an offline command) holds the data
     /// directory.
@@ -158,6 +170,7 @@ impl AuthError {
             Self::FailedPrecondition(_)
             | Self::ClusterNameMismatch { .. }
             | Self::StoreMissing { .. }
+            | Self::StorageOpen { .. }
             | Self::DataDirInUse { .. } => Code::FailedPrecondition,
             Self::Retryable(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,

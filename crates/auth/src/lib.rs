@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cache;
 mod config;
 mod core;
 mod diag;
@@ -46,8 +47,10 @@ mod revocation;
 mod server;
 mod service;
 mod state;
+mod storage;
 mod tls;
 
+pub use cache::FeedHealth;
 pub use config::{
     AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
     JoinServiceConfig, LimitsConfig, MAX_CERT_TTL_CEILING, MAX_TOKEN_TTL_CEILING,
@@ -57,6 +60,9 @@ pub use error::AuthError;
 pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE, FileTooLarge, MAX_FILE_SIZE};
 pub use machine_id_join::iam::StsEndpoint;
 pub use server::{AuthServer, BACKEND_FILE, LOCK_FILE, RunningAuthServer, ShutdownHandle};
+pub use storage::{
+    ConnString, STORAGE_CONN_STRING_ENV, StorageConfig, StorageFileConfig, StorageKind,
+};
 
 /// The store key layout.
 pub mod keys {

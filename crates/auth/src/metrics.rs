@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use machine_id_diag::prometheus::{Exposition, Kind, LabeledCounter};
 
-use crate::diag::FeedStatus;
+use crate::cache::FeedHealth;
 
 mod grpc;
 mod store;
@@ -88,8 +88,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text of every metric, with `feeds` (see [`crate::diag::Feeds`]).
-    pub(crate) fn render(&self, feeds: &[FeedStatus]) -> String {
+    /// The Prometheus text of every metric, with the change feed's `feed`.
+    pub(crate) fn render(&self, feed: &FeedHealth) -> String {
         let mut e = Exposition::new();
         e.family(
             "auth_server_grpc_requests_total",
@@ -134,28 +134,24 @@ impl Metrics {
             e.sample("auth_server_refusals_total", &[("reason", reason)], n);
         }
         self.store.render(&mut e);
-        e.family(
+        e.single(
             "auth_server_feed_up",
             Kind::Gauge,
-            "1 while the change feed has a store watch open, 0 from the moment its watch ends until a new one is open.",
+            "1 while the store's change feed has a watch open and the caches are loaded, 0 from the moment it is lost until they are reloaded.",
+            u8::from(feed.is_up()),
         );
-        for f in feeds {
-            e.sample("auth_server_feed_up", &[("feed", f.name)], u8::from(f.up));
-        }
-        e.family(
+        e.single(
             "auth_server_feed_lag_seconds",
             Kind::Gauge,
-            "How far the change feed trails the store (from a write to its arrival), as last measured; absent until measured.",
+            "Last measured lag of the change feed: from one of this server's writes returning to its change arriving through the store's watch (0 until measured).",
+            feed.lag().as_secs_f64(),
         );
-        for f in feeds {
-            if let Some(lag) = f.lag {
-                e.sample(
-                    "auth_server_feed_lag_seconds",
-                    &[("feed", f.name)],
-                    lag.as_secs_f64(),
-                );
-            }
-        }
+        e.single(
+            "auth_server_feed_losses_total",
+            Kind::Counter,
+            "Times the change feed was lost (and the caches reset and reloaded) since start.",
+            feed.losses(),
+        );
         e.single(
             "auth_server_connections_accepted_total",
             Kind::Counter,

@@ -26,6 +26,8 @@ use crate::error::{AuthError, Result};
 use crate::files;
 use crate::server::{BACKEND_FILE, open_store};
 use crate::state::{self, CLUSTER_NAME_KEY, ClusterInfo, State};
+use crate::storage::StorageConfig;
+use machine_id_store::{Backend, EventQuery, Op};
 
 /// The user offline changes are recorded under in the audit log.
 pub const OFFLINE_USER: &str = "auth-server (offline)";
@@ -66,9 +68,7 @@ impl OfflineDataDir {
             )));
         }
         files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
-        let state = State {
-            backend: open_store(&db).await?,
-        };
+        let state = State::uncached(open_store(&db).await?);
         let Some((info, _)) = state.get::<ClusterInfo>(CLUSTER_NAME_KEY).await? else {
             return Err(AuthError::FailedPrecondition(format!(
                 "the store {} holds no cluster; is it the auth server's data directory?",
@@ -144,16 +144,173 @@ impl OfflineDataDir {
                 _ => serde_json::Map::new(),
             },
         };
-        let event_key = state::event_key(now.unix_timestamp_nanos(), &id);
-        if let Err(e) = self
-            .state
-            .create(&event_key, &event, || {
-                AuthError::Internal("event id collision".into())
-            })
-            .await
+        if let Err(e) =
+            state::append_event(&*self.state.backend, now.unix_timestamp_nanos(), &event).await
         {
             tracing::error!(error = %e, "cannot write the audit event of the offline lock removal");
         }
         Ok(lock)
+    }
+}
+
+/// One side of [`clone_cluster`]: a data directory and the storage its configuration names.
+#[derive(Debug, Clone)]
+pub struct StoreTarget {
+    /// The data directory (SQLite's store lives in it; it is locked during the copy).
+    pub data_dir: PathBuf,
+    /// The storage.
+    pub storage: StorageConfig,
+}
+
+impl StoreTarget {
+    fn describe(&self) -> String {
+        match &self.storage {
+            StorageConfig::Sqlite => self.data_dir.join(BACKEND_FILE).display().to_string(),
+            StorageConfig::Postgres { conn_string } => format!("PostgreSQL {conn_string}"),
+        }
+    }
+}
+
+/// What [`clone_cluster`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloneReport {
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// Keys copied, by kind (the first path segment: `bots`, `roles`, `users`, ...).
+    pub keys: std::collections::BTreeMap<String, usize>,
+    /// Audit events copied.
+    pub events: usize,
+}
+
+/// Copies a whole cluster (CAs, roles, users and bots with their generation counters,
+/// tokens, nodes, locks, and the audit log) from `from` to `to`, as `auth-server backend
+/// clone` (Teleport's `teleport backend clone`): from SQLite to PostgreSQL or back. Bots keep
+/// renewing against the copy with no new join, provided no server wrote to the source after
+/// the copy (stop every auth server of the source first).
+///
+/// The state is written in one transaction, so a failed copy leaves the target empty.
+///
+/// # Errors
+///
+/// [`AuthError::DataDirInUse`] while an auth server runs on a SQLite side's data directory;
+/// [`AuthError::FailedPrecondition`] when the source holds no cluster or the target is not
+/// empty; store errors.
+pub async fn clone_cluster(from: &StoreTarget, to: &StoreTarget) -> Result<CloneReport> {
+    let hint = "an auth server is running on it; stop every auth server of the cluster before backend clone, or bots that renew after the copy would find their generation stale on the new store";
+    let _from_lock = match from.storage {
+        StorageConfig::Sqlite => {
+            let db = from.data_dir.join(BACKEND_FILE);
+            if !db.exists() {
+                return Err(AuthError::FailedPrecondition(format!(
+                    "the source {} does not exist; pass the config of the auth server whose cluster to copy",
+                    db.display()
+                )));
+            }
+            Some(files::lock_data_dir(&from.data_dir, hint)?)
+        }
+        StorageConfig::Postgres { .. } => None,
+    };
+    let _to_lock = match to.storage {
+        StorageConfig::Sqlite => {
+            files::ensure_private_dir(&to.data_dir, false)?;
+            Some(files::lock_data_dir(&to.data_dir, hint)?)
+        }
+        StorageConfig::Postgres { .. } => None,
+    };
+    if from.describe() == to.describe() {
+        return Err(AuthError::InvalidArgument(format!(
+            "the source and the target are the same store ({}); pass two different configs",
+            from.describe()
+        )));
+    }
+    let source = crate::storage::open(&from.storage, &from.data_dir).await?;
+    let target = crate::storage::open(&to.storage, &to.data_dir).await?;
+    let Some(info) = source.get(CLUSTER_NAME_KEY).await? else {
+        return Err(AuthError::FailedPrecondition(format!(
+            "the source {} holds no cluster; pass the config of the auth server whose cluster to copy",
+            from.describe()
+        )));
+    };
+    let info: ClusterInfo = state::decode(CLUSTER_NAME_KEY, &info.value)?;
+    let existing = target.range("/").await?;
+    if !existing.is_empty() {
+        return Err(AuthError::FailedPrecondition(format!(
+            "the target {} is not empty ({} keys{}); backend clone only copies into an empty store",
+            to.describe(),
+            existing.len(),
+            if existing.iter().any(|i| i.key == CLUSTER_NAME_KEY) {
+                ", a cluster already"
+            } else {
+                ""
+            }
+        )));
+    }
+    let items = source.range("/").await?;
+    let mut report = CloneReport {
+        cluster_name: info.cluster_name,
+        ..CloneReport::default()
+    };
+    let mut ops = Vec::with_capacity(items.len());
+    for item in items {
+        let kind = item.key.split('/').nth(1).unwrap_or("").to_string();
+        *report.keys.entry(kind).or_default() += 1;
+        ops.push(Op::Create {
+            key: item.key,
+            value: item.value,
+        });
+    }
+    if !ops.is_empty() {
+        target.atomic_write(ops).await?;
+    }
+    report.events = copy_events(&*source, &*target).await?;
+    tracing::info!(from = %from.describe(), to = %to.describe(), cluster = %report.cluster_name, keys = ?report.keys, events = report.events, "cluster copied");
+    Ok(report)
+}
+
+/// How many events one page of [`copy_events`] reads.
+const EVENT_PAGE: usize = 5000;
+
+/// Copies the whole event log of `source` into `target`, oldest first, a page at a time.
+async fn copy_events(source: &dyn Backend, target: &dyn Backend) -> Result<usize> {
+    let mut copied = 0;
+    let mut since = None;
+    let mut seen_at_since: Vec<String> = Vec::new();
+    loop {
+        let page = source
+            .search_events(&EventQuery {
+                since_nanos: since,
+                until_nanos: None,
+                event_types: Vec::new(),
+                limit: EVENT_PAGE,
+                descending: false,
+            })
+            .await?;
+        let full = page.len() == EVENT_PAGE;
+        let mut last = since;
+        let mut at_last: Vec<String> = Vec::new();
+        for event in page {
+            // A page starts at the previous page's last time: skip the events seen there.
+            if Some(event.time_nanos) == since && seen_at_since.contains(&event.id) {
+                continue;
+            }
+            if Some(event.time_nanos) != last {
+                last = Some(event.time_nanos);
+                at_last.clear();
+            }
+            at_last.push(event.id.clone());
+            target.append_event(event).await?;
+            copied += 1;
+        }
+        if !full {
+            return Ok(copied);
+        }
+        if last == since {
+            // More than a page of events at one instant: paging by time cannot get past it.
+            return Err(AuthError::Internal(format!(
+                "more than {EVENT_PAGE} audit events share one timestamp; the event log cannot be paged"
+            )));
+        }
+        seen_at_since = at_last;
+        since = last;
     }
 }

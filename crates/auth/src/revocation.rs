@@ -1,24 +1,13 @@
-//! Revocation that reaches open connections: a feed of lock changes, fed by the store's
-//! watch on the locks prefix (so a lock written by any auth server sharing the store reaches
-//! this one), that long-lived connections (proxied SSH sessions) wait on to check their
-//! caller against the locks again.
+//! Revocation that reaches open connections: a feed of lock changes that long-lived
+//! connections (proxied SSH sessions) wait on to check their caller against the locks again.
 //!
-//! The feed is a counter in a `tokio::sync::watch` channel: it moves on every change under
-//! `/locks/`, and also whenever the store's watch stream ends (it is then opened again), so a
-//! lost feed makes every waiter re-check rather than miss a lock. Its [`FeedHealth`] is down
-//! from the moment a watch stream ends until a new watch is open (`/readyz` reads it).
+//! The feed is a counter in a `tokio::sync::watch` channel, moved by the cache
+//! ([`crate::cache`]) *after* it applied a change under `/locks/` (made by any auth server
+//! sharing the store), and whenever the store's change feed was lost or the cache reloaded,
+//! so a re-check always reads locks at least as new as the change that woke it, and a lost
+//! feed makes every waiter re-check rather than miss a lock.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use machine_id_store::Backend;
 use tokio::sync::watch;
-
-use crate::diag::FeedHealth;
-use crate::state;
-
-/// How long the feed waits before watching again after the store refused a watch.
-const REWATCH_DELAY: Duration = Duration::from_millis(500);
 
 /// A counter that moves whenever a lock may have been created, changed or removed.
 #[derive(Debug, Clone)]
@@ -27,45 +16,8 @@ pub(crate) struct LockFeed {
 }
 
 impl LockFeed {
-    /// Starts watching `/locks/` on `backend`, keeping `health` up while a watch is open;
-    /// the task ends (and lets go of the store) when every feed is dropped.
-    pub(crate) async fn start(backend: Arc<dyn Backend>, health: FeedHealth) -> Self {
-        let (tx, rx) = watch::channel(0u64);
-        // The first watch is opened before returning, so no lock written after start is missed.
-        let first = backend.watch(state::LOCKS).await;
-        tokio::spawn(async move {
-            let mut watcher = first;
-            loop {
-                health.set_up(watcher.is_ok());
-                match watcher {
-                    Ok(mut w) => loop {
-                        tokio::select! {
-                            event = w.recv() => {
-                                if event.is_none() {
-                                    health.set_up(false);
-                                    tracing::debug!("the lock watch ended; watching again");
-                                    break;
-                                }
-                                if bump(&tx) {
-                                    return;
-                                }
-                            }
-                            // The server is gone: let go of the store.
-                            () = tx.closed() => return,
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot watch locks; retrying");
-                        tokio::time::sleep(REWATCH_DELAY).await;
-                    }
-                }
-                // Whatever happened while no watch was open is re-checked by every waiter.
-                if bump(&tx) {
-                    return;
-                }
-                watcher = backend.watch(state::LOCKS).await;
-            }
-        });
+    /// The feed behind `rx`, whose sender moves the counter.
+    pub(crate) fn new(rx: watch::Receiver<u64>) -> Self {
         Self { rx }
     }
 
@@ -77,8 +29,7 @@ impl LockFeed {
     }
 }
 
-/// Moves the counter; `true` when nobody listens any more (the server is gone).
-fn bump(tx: &watch::Sender<u64>) -> bool {
+/// Moves the counter.
+pub(crate) fn bump(tx: &watch::Sender<u64>) {
     tx.send_modify(|n| *n = n.wrapping_add(1));
-    tx.is_closed()
 }

@@ -17,12 +17,14 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::cache::{CachedBackend, FeedHealth};
 use crate::config::AuthConfig;
 use crate::core::{Core, IamJoin, Limits};
 use crate::error::{AuthError, Result};
 use crate::files::{self, ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE};
 use crate::limits::{ConnLimiter, IdleIo};
 use crate::state::{self, CA_KEY, CLUSTER_NAME_KEY, ClusterInfo, State};
+use crate::storage::{self, StorageConfig};
 use crate::tls;
 
 /// The store's file name in the data directory.
@@ -30,6 +32,9 @@ pub const BACKEND_FILE: &str = "backend.db";
 /// The file in the data directory that a running auth server (and the offline commands)
 /// hold an exclusive `flock` on.
 pub const LOCK_FILE: &str = "auth-server.lock";
+/// How long a start waits for the cache's first load before serving (reads go to the store
+/// until it is loaded).
+const CACHE_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often audit events dropped by the rate limit are summarized when their address sends
 /// nothing more.
 const AUDIT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -68,23 +73,29 @@ impl AuthServer {
             &config.data_dir,
             "an auth server is already running on it; stop it first (one data directory serves one auth server)",
         )?;
-        let db = config.data_dir.join(BACKEND_FILE);
         let admin_dir = config.data_dir.join(ADMIN_IDENTITY_DIR);
         let admin_exists = admin_identity_exists(&admin_dir);
-        if admin_exists && !db.exists() {
-            return Err(store_missing(&config.data_dir, &db, &admin_dir, "missing"));
-        }
-        files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
-        let store = open_store(&db).await?;
+        let store = match &config.storage {
+            StorageConfig::Sqlite => {
+                let db = config.data_dir.join(BACKEND_FILE);
+                if admin_exists && !db.exists() {
+                    return Err(store_missing(&config, &admin_dir, "missing"));
+                }
+                files::ensure_private_file(&db, "store (it holds the cluster's CA keys)")?;
+                open_store(&db).await?
+            }
+            StorageConfig::Postgres { conn_string } => storage::open_postgres(conn_string).await?,
+        };
+        // Every store call is timed, beneath the cache (so only calls that reach the store).
         let metrics = crate::metrics::Metrics::new();
-        let feeds = crate::diag::Feeds::default();
         let backend = crate::metrics::InstrumentedBackend::wrap(store.clone(), metrics.clone());
-        let state = State { backend };
+        let state = State::uncached(backend);
         if admin_exists && state.backend.get(CLUSTER_NAME_KEY).await?.is_none() {
-            return Err(store_missing(&config.data_dir, &db, &admin_dir, "empty"));
+            return Err(store_missing(&config, &admin_dir, "empty"));
         }
         let (ca_keys, first_start) = init_cluster(&state, &config).await?;
         state::migrate_plaintext_tokens(&state).await?;
+        state::migrate_events_to_log(&state).await?;
         let signer = Arc::new(ca_keys.signer()?);
         let ca_pins = vec![CaPin::from_cert_der(signer.tls_ca_cert_der())?];
 
@@ -126,17 +137,6 @@ impl AuthServer {
             })?),
             None => None,
         };
-        let diag = match &config.diag_addr {
-            Some(addr) => {
-                let diag = crate::diag::Diag {
-                    metrics: metrics.clone(),
-                    feeds: feeds.clone(),
-                    store,
-                };
-                Some(crate::diag::bind(addr, diag).await?)
-            }
-            None => None,
-        };
         let proxy_public_addr = if config.proxy_enabled {
             Some(
                 config
@@ -156,9 +156,24 @@ impl AuthServer {
                 tracing::info!(endpoint = %e, "extra STS endpoint allowed for iam joins");
             }
         }
-        let lock_feed =
-            crate::revocation::LockFeed::start(state.backend.clone(), feeds.register("locks"))
-                .await;
+        let cache = CachedBackend::start(state.backend.clone(), CACHE_LOAD_TIMEOUT).await;
+        let feed_health = cache.health();
+        let lock_feed = cache.lock_feed();
+        let state = State {
+            backend: Arc::new(cache),
+            uncached: state.uncached,
+        };
+        let diag = match &config.diag_addr {
+            Some(addr) => {
+                let diag = crate::diag::Diag {
+                    metrics: metrics.clone(),
+                    feed: feed_health.clone(),
+                    store,
+                };
+                Some(crate::diag::bind(addr, diag).await?)
+            }
+            None => None,
+        };
         let core = Arc::new(Core {
             lock_feed,
             state,
@@ -245,6 +260,7 @@ impl AuthServer {
             cluster = %config.cluster_name,
             first_start,
             data_dir = %config.data_dir.display(),
+            store = %StoreLocation::of(&config).store,
             proxy = %proxy_public_addr.as_deref().unwrap_or("disabled"),
             proxy_listen = %proxy_local_addr.map_or_else(|| "shared with the auth port".to_string(), |a| a.to_string()),
             "auth server started"
@@ -266,6 +282,7 @@ impl AuthServer {
             serve,
             accept,
             audit_flush,
+            feed_health,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -276,12 +293,45 @@ fn admin_identity_exists(dir: &Path) -> bool {
     dir.join(ADMIN_KEY_FILE).exists() || dir.join(ADMIN_CERT_FILE).exists()
 }
 
-fn store_missing(data_dir: &Path, db: &Path, admin_dir: &Path, state: &'static str) -> AuthError {
+fn store_missing(config: &AuthConfig, admin_dir: &Path, state: &'static str) -> AuthError {
+    let loc = StoreLocation::of(config);
     AuthError::StoreMissing {
-        data_dir: data_dir.to_path_buf(),
-        db: db.to_path_buf(),
+        data_dir: config.data_dir.clone(),
+        store: loc.store,
         admin_dir: admin_dir.to_path_buf(),
         state,
+        remedy: loc.remedy.into(),
+    }
+}
+
+/// How messages name the store a configuration uses.
+struct StoreLocation {
+    /// `the data directory D` / `the PostgreSQL database S`, for a cluster mismatch.
+    holder: String,
+    /// The store alone: the SQLite file or the database (no password).
+    store: String,
+    /// What else the operator can point the server at.
+    other: &'static str,
+    /// What restores an emptied store.
+    remedy: &'static str,
+}
+
+impl StoreLocation {
+    fn of(config: &AuthConfig) -> Self {
+        match &config.storage {
+            StorageConfig::Sqlite => Self {
+                holder: format!("the data directory {}", config.data_dir.display()),
+                store: config.data_dir.join(BACKEND_FILE).display().to_string(),
+                other: "data directory",
+                remedy: "restore it from a backup",
+            },
+            StorageConfig::Postgres { conn_string } => Self {
+                holder: format!("the PostgreSQL database {conn_string}"),
+                store: format!("PostgreSQL {conn_string}"),
+                other: "database",
+                remedy: "point storage.conn_string at the cluster's database, or copy the cluster into this one with auth-server backend clone",
+            },
+        }
     }
 }
 
@@ -325,16 +375,18 @@ async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, boo
     for _ in 0..2 {
         if let Some((info, _)) = state.get::<ClusterInfo>(CLUSTER_NAME_KEY).await? {
             if info.cluster_name != config.cluster_name {
+                let loc = StoreLocation::of(config);
                 return Err(AuthError::ClusterNameMismatch {
                     configured: config.cluster_name.clone(),
                     stored: info.cluster_name,
-                    data_dir: config.data_dir.clone(),
+                    store: loc.holder,
+                    other: loc.other,
                 });
             }
             let item = state.backend.get(CA_KEY).await?.ok_or_else(|| {
                 AuthError::Internal(format!(
-                    "the store in {} names cluster {:?} but holds no certificate authorities at {CA_KEY}; the data directory is damaged: restore it from a backup",
-                    config.data_dir.display(),
+                    "the store {} names cluster {:?} but holds no certificate authorities at {CA_KEY}; it is damaged: restore it from a backup",
+                    StoreLocation::of(config).store,
                     info.cluster_name
                 ))
             })?;
@@ -555,6 +607,7 @@ pub struct RunningAuthServer {
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
     audit_flush: JoinHandle<()>,
+    feed_health: Arc<FeedHealth>,
     /// The data directory's lock, released when the server is dropped.
     _data_dir_lock: std::fs::File,
 }
@@ -599,6 +652,11 @@ impl RunningAuthServer {
     /// Whether this start created the cluster (CAs and default roles).
     pub fn first_start(&self) -> bool {
         self.first_start
+    }
+
+    /// Whether the store's change feed is up (the cache loaded), and its lag.
+    pub fn feed_health(&self) -> &FeedHealth {
+        &self.feed_health
     }
 
     /// A handle that stops the server.

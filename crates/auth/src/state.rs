@@ -11,7 +11,10 @@
 //! | `/users/<name>` | a `User` (bots: `bot-<name>`, with the generation label) |
 //! | `/nodes/<name>` | a `Node` |
 //! | `/locks/<name>` | a `Lock` |
-//! | `/events/<unix nanos, 20 digits>-<uuid>` | an `AuditEvent`; keys sort by time |
+//!
+//! Audit events are not keys: they go to the store's event log (its own table, ordered by
+//! time), so that they never flood the change feed. Versions before the event log kept them
+//! under `/events/<unix nanos, 20 digits>-<uuid>`; [`migrate_events_to_log`] moves those.
 //!
 //! Tokens are keyed by the hash of their name so that a join looks its token up by the hash
 //! of the presented secret, never comparing secrets in variable time; the store holds no
@@ -22,8 +25,8 @@
 
 use std::sync::Arc;
 
-use machine_id_store::{Backend, Item, Revision, StoreError};
-use machine_id_types::{JoinMethod, ProvisionToken};
+use machine_id_store::{Backend, Item, Op, Revision, StoreError, StoredEvent};
+use machine_id_types::{AuditEvent, JoinMethod, ProvisionToken};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{AuthError, Result};
@@ -183,6 +186,76 @@ pub fn event_key(unix_nanos: i128, id: &str) -> String {
     format!("{EVENTS}{:020}-{id}", unix_nanos.max(0))
 }
 
+/// Appends `event`, which happened at `unix_nanos` (the key its order in the log follows),
+/// to the store's event log.
+pub(crate) async fn append_event(
+    backend: &dyn Backend,
+    unix_nanos: i128,
+    event: &AuditEvent,
+) -> Result<()> {
+    let time_nanos = i64::try_from(unix_nanos.max(0)).unwrap_or(i64::MAX);
+    backend
+        .append_event(StoredEvent {
+            time_nanos,
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            data: encode(event)?,
+        })
+        .await?;
+    Ok(())
+}
+
+/// How many old-style events [`migrate_events_to_log`] moves per transaction.
+const EVENT_MIGRATION_BATCH: usize = 500;
+
+/// Moves audit events kept as `/events/` keys (by versions before the event log) into the
+/// store's event log, keeping their order, and deletes the keys. Safe to interrupt and to run
+/// on several servers at once: appending is idempotent by event id, and a key another server
+/// deleted meanwhile is skipped. Returns how many were moved.
+pub(crate) async fn migrate_events_to_log(state: &State) -> Result<usize> {
+    let items = state.uncached.range(EVENTS).await?;
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let total = items.len();
+    for chunk in items.chunks(EVENT_MIGRATION_BATCH) {
+        for item in chunk {
+            let event: AuditEvent = decode(&item.key, &item.value)?;
+            // The key's time part (20 digits of Unix nanoseconds) keeps the old order.
+            let nanos = item
+                .key
+                .strip_prefix(EVENTS)
+                .and_then(|k| k.get(..20))
+                .and_then(|n| n.parse::<i128>().ok())
+                .unwrap_or_else(|| event.time.unix_timestamp_nanos());
+            append_event(&*state.uncached, nanos, &event).await?;
+        }
+        let ops = chunk
+            .iter()
+            .map(|i| Op::CompareAndDelete {
+                key: i.key.clone(),
+                revision: i.revision,
+            })
+            .collect();
+        if let Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) =
+            state.uncached.atomic_write(ops).await
+        {
+            // Another server is migrating too: delete what is still ours one by one.
+            for i in chunk {
+                match state.uncached.compare_and_delete(&i.key, i.revision).await {
+                    Ok(()) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    tracing::info!(
+        events = total,
+        "audit events stored as keys by an older version were moved into the event log"
+    );
+    Ok(total)
+}
+
 /// JSON bytes of `v`.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| AuthError::Internal(format!("cannot encode value: {e}")))
@@ -194,24 +267,52 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> 
         .map_err(|e| AuthError::Internal(format!("stored value at {key} cannot be read: {e}")))
 }
 
+/// The value at `key` in `backend` and its revision.
+async fn get_from<T: DeserializeOwned>(
+    backend: &dyn Backend,
+    key: &str,
+) -> Result<Option<(T, Revision)>> {
+    match backend.get(key).await? {
+        None => Ok(None),
+        Some(Item {
+            value, revision, ..
+        }) => Ok(Some((decode(key, &value)?, revision))),
+    }
+}
+
 /// Typed access to the backend.
 #[derive(Debug, Clone)]
 pub(crate) struct State {
+    /// The store as the server reads it: through the cache, for a running server.
     pub(crate) backend: Arc<dyn Backend>,
+    /// The store itself, for reads that must see its latest value (the same as `backend`
+    /// where nothing is cached).
+    pub(crate) uncached: Arc<dyn Backend>,
 }
 
 impl State {
+    /// A state with no cache in front of `backend`.
+    pub(crate) fn uncached(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            uncached: backend.clone(),
+            backend,
+        }
+    }
+
+    /// The value at `key` and its revision, read from the store itself (not the cache).
+    pub(crate) async fn get_fresh<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Revision)>> {
+        get_from(&*self.uncached, key).await
+    }
+
     /// The value at `key` and its revision.
     pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<(T, Revision)>> {
-        match self.backend.get(key).await? {
-            None => Ok(None),
-            Some(Item {
-                value, revision, ..
-            }) => Ok(Some((decode(key, &value)?, revision))),
-        }
+        get_from(&*self.backend, key).await
     }
 
     /// Every value under `prefix`, in key order.

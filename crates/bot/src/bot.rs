@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use crate::Result;
 use crate::backoff::Backoff;
 use crate::builder::BotBuilder;
-use crate::metrics::{Counters, NotReady, Status};
+use crate::metrics::{AuthHealth, Counters, NotReady, Status};
 use crate::onboarding::Onboarding;
 use crate::outputs::Outputs;
 
@@ -146,6 +146,10 @@ impl Bot {
             &self.inner.counters,
             self.inner.outputs.expires(),
             self.inner.onboarding.health(),
+            AuthHealth {
+                failovers: self.inner.onboarding.auth_server().failovers(),
+                retries: self.inner.onboarding.auth_server().retries(),
+            },
             self.inner.clock.now().unix_timestamp(),
             self.ttl_secs(),
         )

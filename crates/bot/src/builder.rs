@@ -81,9 +81,7 @@ impl BotBuilder {
             .insecure(config.insecure)
             .ca_pins(config.onboarding.ca_pins.clone())
             .join_method(config.onboarding.join_method);
-        if let Some(a) = &config.auth_server {
-            b = b.auth_server(a);
-        }
+        b = b.auth_servers(config.auth_addrs()?.as_slice());
         if let Some(t) = &config.onboarding.token {
             b.token = Some(match config.onboarding.join_method {
                 // An iam token's name is no secret and never a file.
@@ -115,10 +113,23 @@ impl BotBuilder {
         Ok(b)
     }
 
-    /// The auth server, `host:port`.
+    /// The auth server, `host:port`, or several as a comma-separated list
+    /// (`"a:3025,b:3025"`): see [`machine_id_client::AuthAddrs`] for how the bot moves
+    /// between them.
     pub fn auth_server(mut self, addr: impl Into<String>) -> Self {
         self.auth_server = Some(addr.into());
         self
+    }
+
+    /// Several auth servers of the cluster, tried in turn (each entry may itself be a
+    /// comma-separated list).
+    pub fn auth_servers<I, S>(self, addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let list: Vec<String> = addrs.into_iter().map(|a| a.as_ref().to_string()).collect();
+        self.auth_server(list.join(","))
     }
 
     /// The join token.
@@ -241,6 +252,8 @@ impl BotBuilder {
         let auth_server = self.auth_server.filter(|a| !a.is_empty()).ok_or_else(|| {
             BotError::Config("no auth server; set one with auth_server(\"host:3025\")".into())
         })?;
+        let auth_server = machine_id_client::AuthAddrs::parse(&auth_server)
+            .map_err(|e| BotError::Config(e.to_string()))?;
         if self.certificate_ttl.is_zero() || self.renewal_interval.is_zero() {
             return Err(BotError::Config(
                 "certificate_ttl and renewal_interval must be longer than zero".into(),

@@ -1,7 +1,7 @@
 //! The v1 YAML configuration of `tbot` and the flags that override it.
 //!
 //! ```yaml
-//! auth_server: auth.example.com:3025
+//! auth_server: auth.example.com:3025       # or several: auth_servers: [a:3025, b:3025]
 //! certificate_ttl: 60m
 //! renewal_interval: 20m
 //! oneshot: false
@@ -45,9 +45,13 @@ pub const DEFAULT_RENEWAL_INTERVAL: Duration = Duration::from_secs(20 * 60);
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotConfig {
-    /// The auth server, `host:port`.
+    /// The auth server, `host:port` (a comma-separated list also works).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_server: Option<String>,
+    /// Several auth servers of the cluster, tried in turn (see
+    /// [`machine_id_client::AuthAddrs`]); instead of `auth_server`, never with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_servers: Vec<String>,
     /// The lifetime asked for each certificate (default 60m).
     #[serde(
         default,
@@ -185,7 +189,8 @@ impl From<DirectoryRepr> for DirectoryConfig {
 /// Flags that override the config file; `None` (or empty) leaves the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// `--auth-server`.
+    /// `--auth-server` (repeated flags joined with `,`; a comma-separated list gives
+    /// `auth_servers`).
     pub auth_server: Option<String>,
     /// `--certificate-ttl`.
     pub certificate_ttl: Option<Duration>,
@@ -268,14 +273,18 @@ impl BotConfig {
             *slot = value;
         }
         if let Some(v) = o.auth_server {
-            let had = self.auth_server.is_some();
-            set(
-                &mut self.auth_server,
-                Some(v),
-                "auth_server",
-                had,
-                &mut changed,
-            );
+            // The flag replaces whichever key the file used; a list lands in auth_servers.
+            let had = self.auth_server.is_some() || !self.auth_servers.is_empty();
+            let entries: Vec<String> = v.split(',').map(|e| e.trim().to_string()).collect();
+            let (single, list) = match entries.as_slice() {
+                [one] => (Some(one.clone()), Vec::new()),
+                _ => (None, entries),
+            };
+            if had && (self.auth_server != single || self.auth_servers != list) {
+                changed.push("auth_server");
+            }
+            self.auth_server = single;
+            self.auth_servers = list;
         }
         if let Some(v) = o.certificate_ttl {
             let had = self.certificate_ttl.is_some();
@@ -384,6 +393,35 @@ impl BotConfig {
         changed
     }
 
+    /// The auth servers to dial: `auth_server` (one address or a comma-separated list) or
+    /// `auth_servers`, checked: an error says when none or both are set, an entry is empty,
+    /// or an address has no port.
+    pub fn auth_addrs(&self) -> Result<machine_id_client::AuthAddrs> {
+        let single = self.auth_server.as_deref().unwrap_or_default();
+        if !single.is_empty() && !self.auth_servers.is_empty() {
+            return Err(BotError::Config(
+                "both auth_server and auth_servers are set; keep one (auth_servers: [a:3025, b:3025] lists several)".into(),
+            ));
+        }
+        if single.is_empty() && self.auth_servers.is_empty() {
+            return Err(BotError::Config(
+                "no auth server; pass --auth-server=host:3025 (or TELEPORT_AUTH_SERVER, or auth_server: in the config)".into(),
+            ));
+        }
+        let addrs = if single.is_empty() {
+            machine_id_client::AuthAddrs::from_list(&self.auth_servers)
+        } else {
+            machine_id_client::AuthAddrs::parse(single)
+        }
+        .map_err(|e| BotError::Config(e.to_string()))?;
+        if let Some(auth) = addrs.as_slice().iter().find(|a| !a.contains(':')) {
+            return Err(BotError::Config(format!(
+                "auth server {auth:?} has no port; expected host:port, e.g. auth.example.com:3025"
+            )));
+        }
+        Ok(addrs)
+    }
+
     /// The certificate TTL in force.
     pub fn certificate_ttl(&self) -> Duration {
         self.certificate_ttl.unwrap_or(DEFAULT_CERTIFICATE_TTL)
@@ -397,17 +435,7 @@ impl BotConfig {
     /// Checks what `tbot start` needs: an auth server, a token method we support, at least one
     /// destination with a path, non-zero durations.
     pub fn validate(&self) -> Result<()> {
-        let auth = self.auth_server.as_deref().unwrap_or_default();
-        if auth.is_empty() {
-            return Err(BotError::Config(
-                "no auth server; pass --auth-server=host:3025 (or TELEPORT_AUTH_SERVER, or auth_server: in the config)".into(),
-            ));
-        }
-        if !auth.contains(':') {
-            return Err(BotError::Config(format!(
-                "auth server {auth:?} has no port; expected host:port, e.g. auth.example.com:3025"
-            )));
-        }
+        self.auth_addrs()?;
         if self.certificate_ttl().is_zero() || self.renewal_interval().is_zero() {
             return Err(BotError::Config(
                 "certificate_ttl and renewal_interval must be longer than zero".into(),

@@ -50,6 +50,18 @@ pub fn metrics_text(status: &Status) -> String {
         u8::from(status.identity_unsaved),
     );
     e.single(
+        "tbot_auth_failovers_total",
+        Kind::Counter,
+        "Moves to another auth server of the list after one could not be reached or answered UNAVAILABLE (not failed renewals: a renewal that succeeded after a failover counts in tbot_renewals_total).",
+        status.auth_failovers,
+    );
+    e.single(
+        "tbot_auth_retries_total",
+        Kind::Counter,
+        "Dials and calls to the auth servers made again after a failure that allowed it (see tbot_renewal_failures_total for renewals that failed in the end).",
+        status.auth_retries,
+    );
+    e.single(
         "tbot_ready",
         Kind::Gauge,
         "1 when the outputs hold valid certificates.",
@@ -116,6 +128,8 @@ mod tests {
             seconds_until_expiry: Some(120),
             identity_seconds_until_expiry: None,
             identity_unsaved: false,
+            auth_failovers: 2,
+            auth_retries: 5,
             ready: true,
         });
         assert!(
@@ -129,5 +143,10 @@ mod tests {
         );
         assert!(!t.contains("tbot_identity_seconds_until_expiry"), "{t}");
         machine_id_diag::prometheus::parse(&t).unwrap();
+        assert!(
+            t.contains("# TYPE tbot_auth_failovers_total counter\ntbot_auth_failovers_total 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("tbot_auth_retries_total 5\n"), "{t}");
     }
 }

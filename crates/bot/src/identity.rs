@@ -1,6 +1,6 @@
 //! A key with the certificates issued to it, in the shapes the bot needs.
 
-use machine_id_client::{Certs, Client, ClientIdentity};
+use machine_id_client::{AuthAddrs, Certs, Client, ClientIdentity};
 use machine_id_destination::Artifacts;
 use machine_id_mint::{PrivateKey, Suite, cert_der_to_pem, certs_from_pem, parse_tls_identity};
 use machine_id_types::{Clock, Identity};
@@ -92,10 +92,10 @@ impl IssuedIdentity {
         self.identity.expires.format(&Rfc3339).unwrap_or_default()
     }
 
-    /// A mutual-TLS connection to the auth server at `addr` as this identity; its expiry is
-    /// judged by `clock`.
-    pub(crate) async fn connect(&self, addr: &str, clock: &dyn Clock) -> Result<Client> {
-        Client::connect_with_clock(addr, &self.client_identity()?, clock)
+    /// A mutual-TLS connection to an auth server of `addrs` as this identity; its expiry is
+    /// judged by `clock`. A renewed identity needs a connection of its own.
+    pub(crate) async fn connect(&self, addrs: &AuthAddrs, clock: &dyn Clock) -> Result<Client> {
+        Client::connect_with_clock(addrs, &self.client_identity()?, clock)
             .await
             .map_err(refusal)
     }

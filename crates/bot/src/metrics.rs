@@ -23,6 +23,15 @@ impl Counters {
     }
 }
 
+/// What the failover of the bot's auth server list contributes to its [`Status`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AuthHealth {
+    /// Moves to another auth server.
+    pub(crate) failovers: u64,
+    /// Attempts made again.
+    pub(crate) retries: u64,
+}
+
 /// What the bot's own identity contributes to its [`Status`].
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct IdentityHealth {
@@ -51,6 +60,13 @@ pub struct Status {
     /// read-only data directory): outputs keep being renewed from it, the bot identity is
     /// not renewed again until it is saved. See [`Bot::identity_save_error`](crate::Bot::identity_save_error).
     pub identity_unsaved: bool,
+    /// How many times a connection or call of the bot moved on to another auth server of
+    /// its list because one could not be reached (or answered `UNAVAILABLE`). A renewal that
+    /// succeeded after a failover counts here, not in `failures`.
+    pub auth_failovers: u64,
+    /// How many times a dial or call to the auth servers was made again after a failure
+    /// that allowed it (see `machine_id_client::Client`), whatever the server.
+    pub auth_retries: u64,
     /// Whether the outputs hold valid certificates, the bot's identity is saved, and either
     /// the last renewal succeeded or the certificates are far (more than half their TTL)
     /// from expiry.
@@ -93,12 +109,13 @@ impl std::fmt::Display for NotReady {
 }
 
 impl Status {
-    /// The status from the counters, the outputs' and the identity's expiry, at `now` (Unix
-    /// seconds), for certificates of `ttl_secs`.
+    /// The status from the counters, the outputs' and the identity's expiry and the auth
+    /// servers' failover counts, at `now` (Unix seconds), for certificates of `ttl_secs`.
     pub(crate) fn new(
         counters: &Counters,
         outputs_expire: Option<i64>,
         identity: IdentityHealth,
+        auth: AuthHealth,
         now: i64,
         ttl_secs: i64,
     ) -> Self {
@@ -120,6 +137,8 @@ impl Status {
             seconds_until_expiry,
             identity_seconds_until_expiry: identity.expires.map(|t| t - now),
             identity_unsaved: identity.unsaved,
+            auth_failovers: auth.failovers,
+            auth_retries: auth.retries,
             ready: verdict.is_ok(),
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use machine_id_client::{
-    CaPin, Client, ClientError, bootstrap_ca_certs_with_clock, fetch_ca_certs_unverified,
+    AuthAddrs, CaPin, Client, ClientError, bootstrap_ca_certs_with_clock, fetch_ca_certs_unverified,
 };
 use machine_id_join::iam::{AwsEnv, IamProver};
 use machine_id_join::token::TokenSecret;
@@ -23,7 +23,8 @@ use crate::{BotError, Result};
 
 /// How the bot joins and whom it trusts on the first join.
 pub(crate) struct JoinSettings {
-    pub(crate) auth_server: String,
+    /// Shared with the outputs, so both start at the server that answered last.
+    pub(crate) auth_server: AuthAddrs,
     pub(crate) token: Option<TokenSecret>,
     pub(crate) pins: Vec<CaPin>,
     pub(crate) ca_path: Option<PathBuf>,
@@ -89,8 +90,8 @@ impl Onboarding {
         }
     }
 
-    /// The auth server, `host:port`.
-    pub(crate) fn auth_server(&self) -> &str {
+    /// The auth servers, with their failover state.
+    pub(crate) fn auth_server(&self) -> &AuthAddrs {
         &self.settings.auth_server
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use machine_id_client::{Client, PingInfo};
+use machine_id_client::{AuthAddrs, Client, PingInfo};
 use machine_id_destination::{
     Artifacts, Destination, DirectoryDestination, HostCaKey, SshConfigParams, SymlinkPolicy,
     known_hosts, ssh_config,
@@ -70,7 +70,7 @@ pub(crate) struct OutputState {
 /// The outputs of one bot and what they hold.
 pub(crate) struct Outputs {
     outputs: Vec<Output>,
-    auth_server: String,
+    auth_server: AuthAddrs,
     certificate_ttl: Duration,
     tbot_path: PathBuf,
     clock: Arc<dyn Clock>,
@@ -90,6 +90,17 @@ fn host_of(addr: &str) -> &str {
     }
 }
 
+/// The proxy address(es) for ssh_config: the one the cluster advertises (Ping), as always;
+/// but when that is an address of the auth server list (the proxy shares the auth port, and
+/// an auth server advertises its own listener by default), the whole list, so `tbot proxy`
+/// can move on when that server is down. No advertised proxy: the auth server list.
+fn proxy_addr(advertised: Option<&str>, auth_servers: &AuthAddrs) -> String {
+    match advertised {
+        Some(p) if !auth_servers.as_slice().iter().any(|a| a == p) => p.to_string(),
+        _ => auth_servers.to_string(),
+    }
+}
+
 /// When the certificate of a written set expires (Unix seconds), if it holds a readable one.
 fn set_expiry(set: &Artifacts) -> Option<i64> {
     let pem = std::str::from_utf8(&set.tls_cert).ok()?;
@@ -101,7 +112,7 @@ impl Outputs {
     /// The outputs of a bot of `auth_server` asking for certificates of `certificate_ttl`.
     pub(crate) fn new(
         outputs: Vec<Output>,
-        auth_server: String,
+        auth_server: AuthAddrs,
         certificate_ttl: Duration,
         tbot_path: PathBuf,
         clock: Arc<dyn Clock>,
@@ -239,11 +250,8 @@ impl Outputs {
         let issued = IssuedIdentity::new(key, certs)?;
         tracing::debug!(output = %out.describe, "got the output certificates");
         let mut artifacts = issued.to_artifacts();
-        let proxy_addr = ping
-            .proxy_public_addr
-            .clone()
-            .unwrap_or_else(|| self.auth_server.clone());
-        let proxy_host = host_of(&proxy_addr);
+        let proxy_addr = proxy_addr(ping.proxy_public_addr.as_deref(), &self.auth_server);
+        let proxy_host = host_of(proxy_addr.split(',').next().unwrap_or_default());
         artifacts.known_hosts =
             known_hosts(&ping.cluster_name, proxy_host, host_ca_keys).into_bytes();
         if let Some((dir, symlinks)) = &out.dir {
@@ -337,5 +345,18 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:3025"), "127.0.0.1");
         assert_eq!(host_of("[::1]:3025"), "::1");
         assert_eq!(host_of("host"), "host");
+    }
+
+    #[test]
+    fn the_proxy_is_the_advertised_one_unless_it_is_an_auth_server_of_the_list() {
+        let one: AuthAddrs = "a:3025".into();
+        let two: AuthAddrs = "a:3025,b:3025".into();
+        assert_eq!(
+            proxy_addr(Some("proxy.example.com:3080"), &two),
+            "proxy.example.com:3080"
+        );
+        assert_eq!(proxy_addr(Some("a:3025"), &one), "a:3025");
+        assert_eq!(proxy_addr(Some("b:3025"), &two), "a:3025,b:3025");
+        assert_eq!(proxy_addr(None, &two), "a:3025,b:3025");
     }
 }

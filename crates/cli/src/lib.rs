@@ -4,6 +4,8 @@
 //! - [`init_logging`]: the `tracing` subscriber, to stderr. Libraries never install one; only
 //!   binaries call this.
 //! - [`print()`]: writes to stdout; a closed pipe (`tctl get roles | head -1`) is not an error.
+//! - [`join_repeated_flag`]: turns repeated `--auth-server` flags into one comma-separated
+//!   list before clap sees them.
 //! - [`run`]: runs a command on a current-thread runtime and maps its result to the exit code,
 //!   printing an error as `ERROR: <message>` (with its causes) on stderr.
 //!
@@ -43,6 +45,72 @@ pub fn init_logging(debug: bool) {
         .init();
 }
 
+/// Joins every occurrence of the flags `names` (spellings of one flag, e.g. `--auth-server`
+/// and its alias `--proxy`) in `args` into one `NAME=v1,v2,...` at the place of the first,
+/// so a flag that takes a comma-separated list can also be repeated
+/// (`--auth-server a:3025 --auth-server b:3025`) while the program's parser keeps one string.
+/// Both `--flag value` and `--flag=value` are understood; nothing after `--` is touched, and
+/// arguments that are not UTF-8 are passed through as they are. A flag given once is left
+/// exactly as it was.
+pub fn join_repeated_flag<I>(args: I, names: &[&str]) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut values: Vec<String> = Vec::new();
+    let mut first: Option<(usize, String)> = None;
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        i += 1;
+        let Some(text) = arg.to_str() else {
+            out.push(arg.clone());
+            continue;
+        };
+        if text == "--" {
+            out.extend(args[i - 1..].iter().cloned());
+            break;
+        }
+        let found = names.iter().find_map(|n| {
+            if text == *n {
+                Some((*n, None))
+            } else {
+                text.strip_prefix(n)
+                    .and_then(|rest| rest.strip_prefix('='))
+                    .map(|v| (*n, Some(v.to_string())))
+            }
+        });
+        let Some((name, inline)) = found else {
+            out.push(arg.clone());
+            continue;
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => match args.get(i).and_then(|v| v.to_str()) {
+                Some(v) => {
+                    i += 1;
+                    v.to_string()
+                }
+                // No value: leave it for the parser to report.
+                None => {
+                    out.push(arg.clone());
+                    continue;
+                }
+            },
+        };
+        if first.is_none() {
+            first = Some((out.len(), name.to_string()));
+            out.push(std::ffi::OsString::new());
+        }
+        values.push(value);
+    }
+    if let Some((at, name)) = first {
+        out[at] = format!("{name}={}", values.join(",")).into();
+    }
+    out
+}
+
 /// Writes `text` to stdout and flushes. A closed pipe is not an error: the reader has what it
 /// wanted.
 pub fn print(text: &str) -> Result<(), StdoutError> {
@@ -73,5 +141,46 @@ pub fn run<E: Display>(command: impl Future<Output = Result<(), E>>) -> ExitCode
             eprintln!("ERROR: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_repeated_flag;
+
+    fn join(args: &[&str]) -> Vec<String> {
+        join_repeated_flag(args.iter().copied(), &["--auth-server", "--proxy"])
+            .into_iter()
+            .map(|a| a.into_string().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn repeated_flags_become_one_list_in_place() {
+        assert_eq!(
+            join(&[
+                "tctl",
+                "--auth-server",
+                "a:1",
+                "status",
+                "--auth-server=b:1,c:1"
+            ]),
+            ["tctl", "--auth-server=a:1,b:1,c:1", "status"]
+        );
+        assert_eq!(
+            join(&["tsh", "ls", "--proxy", "a:1", "--auth-server", "b:1"]),
+            ["tsh", "ls", "--proxy=a:1,b:1"]
+        );
+        assert_eq!(join(&["tctl", "status"]), ["tctl", "status"]);
+        assert_eq!(
+            join(&["tctl", "--auth-server", "a:1", "--", "--auth-server", "x"]),
+            ["tctl", "--auth-server=a:1", "--", "--auth-server", "x"]
+        );
+        // A flag without a value is left for the parser to report.
+        assert_eq!(join(&["tctl", "--auth-server"]), ["tctl", "--auth-server"]);
+        assert_eq!(
+            join(&["tctl", "--auth-serverx=1"]),
+            ["tctl", "--auth-serverx=1"]
+        );
     }
 }

@@ -9,7 +9,9 @@ mod resources;
 
 pub use admin::{CreatedBot, ExportedCa, HostCert};
 
+use crate::addrs::AuthAddrs;
 use crate::error::{ClientError, Result};
+use crate::failover::{self, Failed, Retry};
 use crate::identity::{ClientIdentity, cert_facts};
 use crate::tls;
 use machine_id_join::iam::IamError;
@@ -19,6 +21,7 @@ use machine_id_proto::v1;
 use machine_id_proto::v1::auth_service_client::AuthServiceClient;
 use machine_id_proto::v1::join_service_client::JoinServiceClient;
 use machine_id_types::{Clock, SystemClock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -84,36 +87,44 @@ pub fn ca_pins(cas: &[Vec<u8>]) -> Result<Vec<CaPin>> {
         .collect()
 }
 
-/// CA-pin bootstrap: fetches the cluster's CA certificates from the auth server at `addr`
+/// CA-pin bootstrap: fetches the cluster's CA certificates from an auth server of `addrs`
 /// without verifying it, checks every CA against `pins` (each must match one pin, constant
 /// time; none may be expired), and returns the CAs to verify the server against from then on.
 ///
-/// A mismatch means the CA was rotated or this is not the intended server; the error says so
-/// and points at `tctl status`.
-pub async fn bootstrap_ca_certs(addr: &str, pins: &[CaPin]) -> Result<Vec<Vec<u8>>> {
-    bootstrap_ca_certs_with_clock(addr, pins, &SystemClock).await
+/// The servers are tried in turn while they cannot be reached; a server that answers with
+/// CAs matching no pin ends the bootstrap (it is not skipped for the next one). A mismatch
+/// means the CA was rotated or this is not the intended server; the error says so and points
+/// at `tctl status`.
+pub async fn bootstrap_ca_certs(
+    addrs: impl Into<AuthAddrs>,
+    pins: &[CaPin],
+) -> Result<Vec<Vec<u8>>> {
+    bootstrap_ca_certs_with_clock(addrs, pins, &SystemClock).await
 }
 
 /// [`bootstrap_ca_certs`] judging the CAs' expiry by `clock` (the bot passes its own).
 pub async fn bootstrap_ca_certs_with_clock(
-    addr: &str,
+    addrs: impl Into<AuthAddrs>,
     pins: &[CaPin],
     clock: &dyn Clock,
 ) -> Result<Vec<Vec<u8>>> {
     if pins.is_empty() {
         return Err(ClientError::NoPins);
     }
-    let cas = fetch_cas_unverified(addr).await?;
-    check_pins(addr, &cas, pins, clock.now())?;
+    let addrs = addrs.into();
+    let (addr, cas) = fetch_cas_unverified(&addrs).await?;
+    check_pins(&addr, &cas, pins, clock.now())?;
     tracing::debug!(addr, cas = cas.len(), "cluster CAs match the CA pins");
     Ok(cas)
 }
 
-/// Fetches the cluster's CA certificates from the auth server at `addr` WITHOUT verifying
-/// the server: whoever answers on that address is trusted. Only for `tbot --insecure` on a
-/// test cluster; everything else uses [`bootstrap_ca_certs`] with pins.
-pub async fn fetch_ca_certs_unverified(addr: &str) -> Result<Vec<Vec<u8>>> {
-    let cas = fetch_cas_unverified(addr).await?;
+/// Fetches the cluster's CA certificates from an auth server of `addrs` (the first that
+/// answers) WITHOUT verifying the server: whoever answers on that address is trusted. Only
+/// for `tbot --insecure` on a test cluster; everything else uses [`bootstrap_ca_certs`] with
+/// pins.
+pub async fn fetch_ca_certs_unverified(addrs: impl Into<AuthAddrs>) -> Result<Vec<Vec<u8>>> {
+    let addrs = addrs.into();
+    let (addr, cas) = fetch_cas_unverified(&addrs).await?;
     if cas.is_empty() {
         return Err(ClientError::BadCertificate {
             what: format!("cluster CAs from {addr}"),
@@ -129,15 +140,26 @@ pub async fn fetch_ca_certs_unverified(addr: &str) -> Result<Vec<Vec<u8>>> {
 }
 
 /// The one unauthenticated call, over TLS that verifies nothing: what it returns must be
-/// checked (pins) or explicitly trusted (`--insecure`) before use.
-async fn fetch_cas_unverified(addr: &str) -> Result<Vec<Vec<u8>>> {
-    let channel = tls::channel(addr, tls::unverified_config()?).await?;
-    Ok(AuthServiceClient::new(channel)
-        .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
-        .await
-        .map_err(|s| ClientError::from_status(s, addr))?
-        .into_inner()
-        .tls_ca_certs)
+/// checked (pins) or explicitly trusted (`--insecure`) before use. Returns the address that
+/// answered with what it said.
+async fn fetch_cas_unverified(addrs: &AuthAddrs) -> Result<(String, Vec<Vec<u8>>)> {
+    let config = tls::unverified_config()?;
+    let start = addrs.preferred_index();
+    failover::run(addrs, start, Retry::Always, "GetClusterCACerts", |i, _| {
+        let addr = addrs.as_slice().get(i).cloned().unwrap_or_default();
+        let config = config.clone();
+        async move {
+            let channel = tls::channel(&addr, config).await.map_err(Failed::dial)?;
+            let cas = AuthServiceClient::new(channel)
+                .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
+                .await
+                .map_err(|s| Failed::call(s, &addr))?
+                .into_inner()
+                .tls_ca_certs;
+            Ok((addr, cas))
+        }
+    })
+    .await
 }
 
 /// Checks every CA against the pins and its validity at `now`.
@@ -179,14 +201,85 @@ fn check_pins(addr: &str, cas: &[Vec<u8>], pins: &[CaPin], now: OffsetDateTime) 
     Ok(())
 }
 
-/// A connection to an auth server, with typed calls.
+/// A connection to the auth servers of one cluster, with typed calls.
 ///
-/// Cheap to clone: clones share one HTTP/2 connection.
-#[derive(Debug, Clone)]
+/// Cheap to clone: clones share one HTTP/2 connection (to whichever server of the list
+/// answers) and move to another server together.
+///
+/// # Failover
+///
+/// Given several addresses ([`AuthAddrs`]), connecting tries them in turn, starting at the
+/// one that answered last, each with a bounded connect timeout (10 s); a call that fails
+/// because its server cannot be reached moves to the next address with jittered backoff
+/// (50 ms doubling up to 2 s), each address at most twice per call, and when all fail the
+/// error ([`ClientError::AllUnavailable`]) names every address with what it said. A single
+/// address gets one attempt, as before. Which calls are sent again:
+///
+/// - **After any transport failure** (the server cannot have acted, or the connection broke
+///   mid-call, or it answered `UNAVAILABLE`): the reads (`ping`, `get_*`, `list_*`,
+///   `find_node`, `get_cluster_ca_certs`, `export_ca`, `search_events`); `upsert_*` that
+///   replace (`create_only == false`); `sign_host_cert` (a new certificate; a retry leaves a
+///   second audit event); and [`Client::generate_user_certs`], both impersonation (nothing is
+///   stored) and the renewal of the caller's own identity for a key other than the one its
+///   certificate holds: the server records the last renewal and answers that exact request
+///   (same certificate, same new key) again on any server of the cluster, without moving the
+///   generation again.
+/// - **Only when the server cannot have acted** (the connection could not be made, or the
+///   server answered `UNAVAILABLE`): the writes that must not happen twice:
+///   `register_using_token` (consumes the single-use token), `create_bot`, `lock_bot`,
+///   `upsert_*` with `create_only`, `delete_*`, a renewal for the key the certificate already
+///   holds (never retriable on the server, so a retry would lock the bot), and
+///   `register_using_iam` once the signed proof was sent (until then, opening the stream and
+///   reading the challenge are retried).
+///
+/// A `Client` presents the identity it was connected with for its whole life: after a
+/// renewal, connect a new `Client` with the renewed identity (the old certificate expires,
+/// and its generation is stale once the server moved on).
+#[derive(Clone)]
 pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addrs: AuthAddrs,
+    tls: Arc<rustls::ClientConfig>,
+    /// The DER SubjectPublicKeyInfo the identity's certificate holds (mutual TLS only).
+    own_key: Option<Vec<u8>>,
+    conn: Mutex<Conn>,
+}
+
+/// One HTTP/2 connection to address `index` of the list.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    index: usize,
     addr: String,
-    auth: AuthServiceClient<Channel>,
-    join: JoinServiceClient<Channel>,
+    pub(crate) auth: AuthServiceClient<Channel>,
+    pub(crate) join: JoinServiceClient<Channel>,
+}
+
+impl Conn {
+    async fn dial(
+        index: usize,
+        addr: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, Failed> {
+        let channel = tls::channel(addr, config).await.map_err(Failed::dial)?;
+        Ok(Self {
+            index,
+            addr: addr.to_string(),
+            auth: AuthServiceClient::new(channel.clone()),
+            join: JoinServiceClient::new(channel),
+        })
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addrs", &self.inner.addrs)
+            .field("connected_to", &self.addr())
+            .finish_non_exhaustive()
+    }
 }
 
 fn secs(d: Duration) -> u64 {
@@ -213,73 +306,158 @@ where
 }
 
 impl Client {
-    fn new(addr: &str, channel: Channel) -> Self {
-        Self {
-            addr: addr.to_string(),
-            auth: AuthServiceClient::new(channel.clone()),
-            join: JoinServiceClient::new(channel),
-        }
+    /// Dials the first server of `addrs` that answers (from the preferred one on).
+    async fn open(
+        addrs: AuthAddrs,
+        tls: Arc<rustls::ClientConfig>,
+        own_key: Option<Vec<u8>>,
+    ) -> Result<Self> {
+        let start = addrs.preferred_index();
+        let conn = failover::run(&addrs, start, Retry::Always, "connect", |i, _| {
+            let addr = addrs.as_slice().get(i).cloned().unwrap_or_default();
+            let tls = tls.clone();
+            async move { Conn::dial(i, &addr, tls).await }
+        })
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                addrs,
+                tls,
+                own_key,
+                conn: Mutex::new(conn),
+            }),
+        })
     }
 
-    /// Connects with mutual TLS: presents `identity` and verifies the server against the
-    /// identity's CAs. An expired identity is refused here, before dialing, with a message that
-    /// names the certificate and what to do.
-    pub async fn connect(addr: &str, identity: &ClientIdentity) -> Result<Self> {
-        Self::connect_with_clock(addr, identity, &SystemClock).await
+    /// Connects with mutual TLS to an auth server of `addrs` (one address, a comma-separated
+    /// list, or an [`AuthAddrs`]): presents `identity` and verifies the server against the
+    /// identity's CAs. An expired identity is refused here, before dialing, with a message
+    /// that names the certificate and what to do. See [`Client`] for the failover rules.
+    pub async fn connect(addrs: impl Into<AuthAddrs>, identity: &ClientIdentity) -> Result<Self> {
+        Self::connect_with_clock(addrs, identity, &SystemClock).await
     }
 
     /// [`Client::connect`] judging the identity's expiry by `clock` (the bot passes its own).
     pub async fn connect_with_clock(
-        addr: &str,
+        addrs: impl Into<AuthAddrs>,
         identity: &ClientIdentity,
         clock: &dyn Clock,
     ) -> Result<Self> {
         identity.check_valid_at(clock.now())?;
-        let channel = tls::channel(addr, tls::identity_config(identity)?).await?;
+        let own_key = x509_parser::parse_x509_certificate(identity.cert_der())
+            .ok()
+            .map(|(_, c)| c.tbs_certificate.subject_pki.raw.to_vec());
+        let client = Self::open(addrs.into(), tls::identity_config(identity)?, own_key).await?;
         tracing::debug!(
-            addr,
+            addr = %client.addr(),
             user = identity.username(),
             "connected to the auth server"
         );
-        Ok(Self::new(addr, channel))
+        Ok(client)
     }
 
-    /// Connects without a client certificate, verifying the server against `cas` (DER); for
-    /// the join calls, Ping and the CA fetch.
-    pub async fn connect_with_cas(addr: &str, cas: &[Vec<u8>]) -> Result<Self> {
-        let channel = tls::channel(addr, tls::cas_config(cas)?).await?;
+    /// Connects without a client certificate to an auth server of `addrs`, verifying the
+    /// server against `cas` (DER); for the join calls, Ping and the CA fetch.
+    pub async fn connect_with_cas(addrs: impl Into<AuthAddrs>, cas: &[Vec<u8>]) -> Result<Self> {
+        let client = Self::open(addrs.into(), tls::cas_config(cas)?, None).await?;
         tracing::debug!(
-            addr,
+            addr = %client.addr(),
             "connected to the auth server without a client certificate"
         );
-        Ok(Self::new(addr, channel))
+        Ok(client)
     }
 
-    /// The address this client dials.
-    pub fn addr(&self) -> &str {
-        &self.addr
+    /// The address of the server this client is connected to now.
+    pub fn addr(&self) -> String {
+        self.current().addr
     }
 
-    fn status(&self, s: tonic::Status) -> ClientError {
-        tracing::debug!(addr = %self.addr, code = ?s.code(), "call failed");
-        ClientError::from_status(s, &self.addr)
+    /// The addresses this client may use, with their shared failover state.
+    pub fn addrs(&self) -> &AuthAddrs {
+        &self.inner.addrs
     }
 
-    /// The message of a unary call's reply, or its status as a [`ClientError`].
-    fn reply<T>(&self, r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
-        r.map(tonic::Response::into_inner)
-            .map_err(|s| self.status(s))
+    fn current(&self) -> Conn {
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A new connection to address `index`, which clones use from now on.
+    async fn reconnect(&self, index: usize) -> Result<Conn, Failed> {
+        let addr = self
+            .inner
+            .addrs
+            .as_slice()
+            .get(index)
+            .cloned()
+            .unwrap_or_default();
+        let conn = Conn::dial(index, &addr, self.inner.tls.clone()).await?;
+        *self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = conn.clone();
+        Ok(conn)
+    }
+
+    /// Runs a unary call `f` with failover (see [`Client`]): the current connection first,
+    /// then a new one to the next address after each failure `retry` allows.
+    pub(crate) async fn call<T, F, Fut>(&self, retry: Retry, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let first = self.current();
+        let (first, f) = (&first, &f);
+        failover::run(
+            &self.inner.addrs,
+            first.index,
+            retry,
+            what,
+            |index, k| async move {
+                let conn = if k == 0 {
+                    first.clone()
+                } else {
+                    self.reconnect(index).await?
+                };
+                let addr = conn.addr.clone();
+                f(conn)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| Failed::call(s, &addr))
+            },
+        )
+        .await
+    }
+
+    /// [`Client::call`] for reads and idempotent writes.
+    pub(crate) async fn read<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(Retry::Always, what, f).await
+    }
+
+    /// [`Client::call`] for writes that must not happen twice.
+    pub(crate) async fn write<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(Retry::NotSentOnly, what, f).await
     }
 
     /// The cluster name, proxy address and server version.
     pub async fn ping(&self) -> Result<PingInfo> {
         let r = self
-            .auth
-            .clone()
-            .ping(v1::PingRequest {})
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
+            .read("Ping", |mut c| async move {
+                c.auth.ping(v1::PingRequest {}).await
+            })
+            .await?;
         Ok(PingInfo {
             cluster_name: r.cluster_name,
             proxy_public_addr: Some(r.proxy_public_addr).filter(|a| !a.is_empty()),
@@ -290,40 +468,44 @@ impl Client {
     /// The TLS CA certificates the cluster presents for joining (DER); CA pins are over these.
     pub async fn get_cluster_ca_certs(&self) -> Result<Vec<Vec<u8>>> {
         Ok(self
-            .auth
-            .clone()
-            .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner()
+            .read("GetClusterCACerts", |mut c| async move {
+                c.auth
+                    .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
+                    .await
+            })
+            .await?
             .tls_ca_certs)
     }
 
     /// Joins with a bot token: certificates for `public_key_der` (DER SubjectPublicKeyInfo),
-    /// valid for `ttl` (zero: the server's default).
+    /// valid for `ttl` (zero: the server's default). Sent again to another server only when
+    /// the first cannot have acted: the token is single-use.
     pub async fn register_using_token(
         &self,
         token: &TokenSecret,
         public_key_der: &[u8],
         ttl: Duration,
     ) -> Result<Certs> {
+        let request = v1::RegisterUsingTokenRequest {
+            token: token.expose().to_string(),
+            public_key: public_key_der.to_vec(),
+            ttl_seconds: secs(ttl),
+        };
         let r = self
-            .join
-            .clone()
-            .register_using_token(v1::RegisterUsingTokenRequest {
-                token: token.expose().to_string(),
-                public_key: public_key_der.to_vec(),
-                ttl_seconds: secs(ttl),
+            .write("RegisterUsingToken", |mut c| {
+                let request = request.clone();
+                async move { c.join.register_using_token(request).await }
             })
-            .await
-            .map_err(|s| self.status(s))?;
-        Ok(r.into_inner().into())
+            .await?;
+        Ok(r.into())
     }
 
     /// Joins with the `iam` method: opens the stream, hands the server's challenge to `sign`,
     /// which returns the serialized, SigV4-signed `sts:GetCallerIdentity` request carrying it
     /// (see [`machine_id_join::iam::sign_identity_request`]), sends that with the token name
-    /// and `public_key_der`, and returns the (not renewable) certificates.
+    /// and `public_key_der`, and returns the (not renewable) certificates. Opening the stream
+    /// and reading the challenge fail over like a read; once the proof is sent, nothing is
+    /// sent again.
     pub async fn register_using_iam<F, Fut>(
         &self,
         token: &str,
@@ -336,21 +518,26 @@ impl Client {
         Fut: std::future::Future<Output = std::result::Result<Vec<u8>, IamError>>,
     {
         use v1::register_using_iam_method_response::Response as Msg;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let mut inbound = self
-            .join
-            .clone()
-            .register_using_iam_method(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .map_err(|s| self.status(s))?
-            .into_inner();
         let unexpected = |what: &str| -> ClientError {
             ClientError::Convert(machine_id_proto::ConvertError {
                 what: "iam join stream",
                 message: what.to_string(),
             })
         };
-        let challenge = match inbound.message().await.map_err(|s| self.status(s))? {
+        let (addr, tx, mut inbound, challenge) = self
+            .read("RegisterUsingIAMMethod", |mut c| async move {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let mut inbound = c
+                    .join
+                    .register_using_iam_method(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                let first = inbound.message().await?;
+                Ok(tonic::Response::new((c.addr, tx, inbound, first)))
+            })
+            .await?;
+        let status = |s: tonic::Status| ClientError::from_status(s, &addr);
+        let challenge = match challenge {
             Some(v1::RegisterUsingIamMethodResponse {
                 response: Some(Msg::Challenge(c)),
             }) => c,
@@ -366,7 +553,7 @@ impl Client {
         })
         .await
         .map_err(|_| unexpected("was closed by the server before the signed request"))?;
-        match inbound.message().await.map_err(|s| self.status(s))? {
+        match inbound.message().await.map_err(status)? {
             Some(v1::RegisterUsingIamMethodResponse {
                 response: Some(Msg::Certs(c)),
             }) => Ok(c.into()),
@@ -377,23 +564,38 @@ impl Client {
 
     /// Renews the caller's own identity (`role_requests` empty) or gets role-impersonated
     /// certificates (`role_requests` set) for `public_key_der`.
+    ///
+    /// Both are sent again after an ambiguous failure, to the same or another server of the
+    /// cluster, byte for byte: impersonation stores nothing, and the server answers a
+    /// repeated renewal (same certificate, same new key) again without moving the
+    /// generation. A renewal for the key the certificate already holds is the exception: it
+    /// is sent again only when the server cannot have acted. To retry a renewal later (after
+    /// this call failed, or after a restart), send the same key again from the same
+    /// identity; tbot keeps that key on disk as pending until the renewal is saved.
     pub async fn generate_user_certs(
         &self,
         public_key_der: &[u8],
         ttl: Duration,
         role_requests: &[String],
     ) -> Result<Certs> {
+        let request = v1::GenerateUserCertsRequest {
+            public_key: public_key_der.to_vec(),
+            ttl_seconds: secs(ttl),
+            role_requests: role_requests.to_vec(),
+        };
+        let own_key = self.inner.own_key.as_deref() == Some(public_key_der);
+        let retry = if role_requests.is_empty() && own_key {
+            Retry::NotSentOnly
+        } else {
+            Retry::Always
+        };
         let r = self
-            .auth
-            .clone()
-            .generate_user_certs(v1::GenerateUserCertsRequest {
-                public_key: public_key_der.to_vec(),
-                ttl_seconds: secs(ttl),
-                role_requests: role_requests.to_vec(),
+            .call(retry, "GenerateUserCerts", |mut c| {
+                let request = request.clone();
+                async move { c.auth.generate_user_certs(request).await }
             })
-            .await
-            .map_err(|s| self.status(s))?;
-        Ok(r.into_inner().into())
+            .await?;
+        Ok(r.into())
     }
 }
 

@@ -125,6 +125,17 @@ pub enum ClientError {
         message: String,
     },
 
+    /// No auth server of a list could be reached (or each answered `UNAVAILABLE`); one entry
+    /// per address, `addr: what it said`, in the list's order.
+    #[error(
+        "cannot reach any of the auth servers ({}); are they running, and is the list (--auth-server) right?",
+        failures.join("; ")
+    )]
+    AllUnavailable {
+        /// `addr: message` for each address tried.
+        failures: Vec<String>,
+    },
+
     /// An address that is not `host:port`.
     #[error(
         "invalid auth server address {addr:?}: {message}; expected host:port, e.g. 127.0.0.1:3025"
@@ -192,7 +203,10 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Aborted(_) | Self::Unavailable { .. } | Self::Upstream { .. }
+            Self::Aborted(_)
+                | Self::Unavailable { .. }
+                | Self::AllUnavailable { .. }
+                | Self::Upstream { .. }
         )
     }
 

@@ -2,6 +2,10 @@
 //!
 //! - [`ClientIdentity`]: a key, the X.509 certificate issued to it and the cluster's TLS CAs,
 //!   loaded from an identity directory (`key`, `tlscert`, `tlscacerts`) or built in memory.
+//! - [`AuthAddrs`]: the auth servers of a cluster (`"a:3025,b:3025"`, a list, or one address);
+//!   every function that dials takes one (or a string, converted). Connections and calls move
+//!   to the next server when one cannot be reached, with jittered backoff; [`Client`] says
+//!   which calls are sent again after which failures.
 //! - [`Client`]: a connection with typed calls that take and return `machine-id-types`
 //!   values; wire messages are converted at this boundary with `TryFrom`, so a malformed
 //!   answer never becomes a domain value.
@@ -30,16 +34,24 @@
 //! for role in client.list_roles().await? {
 //!     println!("{}", role.metadata.name);
 //! }
+//! // Several auth servers of one cluster: no load balancer needed.
+//! use machine_id_client::AuthAddrs;
+//! let servers = AuthAddrs::parse("auth-a.example.com:3025,auth-b.example.com:3025")?;
+//! let client = Client::connect(&servers, &identity).await?;
+//! println!("connected to {}", client.addr());
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
+mod addrs;
 mod client;
 mod error;
+mod failover;
 mod identity;
 mod proxy;
 mod tls;
 
+pub use addrs::AuthAddrs;
 pub use client::{
     Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, bootstrap_ca_certs,
     bootstrap_ca_certs_with_clock, ca_pins, fetch_ca_certs_unverified, parse_pins,

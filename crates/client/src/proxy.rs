@@ -9,7 +9,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
+use crate::addrs::AuthAddrs;
 use crate::error::{ClientError, Result};
+use crate::failover::{self, Failed, Retry};
 use crate::identity::ClientIdentity;
 
 /// A relay to a node's sshd through the proxy: read and write it as the TCP connection to
@@ -21,25 +23,52 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest answer line the proxy sends.
 const MAX_ANSWER: u64 = 4096;
 
-/// Opens a relay to `target` (`node[.cluster]:port`) through the proxy at `proxy_addr`,
-/// presenting `identity` and verifying the proxy against the identity's CAs.
+/// Opens a relay to `target` (`node[.cluster]:port`) through the proxy at `proxy_addrs` (one
+/// address, a comma-separated list, or an [`AuthAddrs`]), presenting `identity` and
+/// verifying the proxy against the identity's CAs.
+///
+/// The proxies are tried in turn (from the one that answered last) while they cannot be
+/// reached, with the same jittered backoff as the auth calls; nothing has been relayed
+/// before the proxy's `OK`, so opening again is safe. A refusal ends the attempt at once.
 ///
 /// # Errors
 ///
 /// [`ClientError::ProxyRefused`] with the proxy's reason (unknown node, access denied by
 /// labels, expired or foreign certificate, node down); [`ClientError::Unavailable`] when the
-/// proxy cannot be reached; [`ClientError::UntrustedServer`] when it is not the cluster's.
+/// proxy cannot be reached ([`ClientError::AllUnavailable`] naming each, for a list);
+/// [`ClientError::UntrustedServer`] when it is not the cluster's.
 pub async fn dial_proxy_ssh(
+    proxy_addrs: impl Into<AuthAddrs>,
+    identity: &ClientIdentity,
+    target: &str,
+) -> Result<ProxyStream> {
+    let addrs = proxy_addrs.into();
+    if target.contains(['\n', '\r']) {
+        return Err(ClientError::ProxyRefused {
+            addr: addrs.to_string(),
+            message: format!("bad target {target:?}: it holds a line break"),
+        });
+    }
+    let start = addrs.preferred_index();
+    failover::run(&addrs, start, Retry::Always, "proxy", |i, _| {
+        let addr = addrs.as_slice().get(i).cloned().unwrap_or_default();
+        async move {
+            match dial_one(&addr, identity, target).await {
+                Ok(s) => Ok(s),
+                Err(e @ ClientError::Unavailable { .. }) => Err(Failed::Ambiguous(e)),
+                Err(e) => Err(Failed::Final(e)),
+            }
+        }
+    })
+    .await
+}
+
+/// [`open`] on one proxy address, bounded by [`OPEN_TIMEOUT`].
+async fn dial_one(
     proxy_addr: &str,
     identity: &ClientIdentity,
     target: &str,
 ) -> Result<ProxyStream> {
-    if target.contains(['\n', '\r']) {
-        return Err(ClientError::ProxyRefused {
-            addr: proxy_addr.to_string(),
-            message: format!("bad target {target:?}: it holds a line break"),
-        });
-    }
     match tokio::time::timeout(OPEN_TIMEOUT, open(proxy_addr, identity, target)).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Unavailable {

@@ -106,7 +106,8 @@ pub struct SshConfigParams<'a> {
     pub cluster: &'a str,
     /// The proxy's host name, e.g. `proxy.example.com`.
     pub proxy_host: &'a str,
-    /// The proxy address given to `tbot proxy`, e.g. `proxy.example.com:3080`.
+    /// The proxy address given to `tbot proxy`, e.g. `proxy.example.com:3080`, or a
+    /// comma-separated list of them (`a:3025,b:3025`) that `tbot proxy` tries in turn.
     pub proxy_addr: &'a str,
     /// The destination directory (absolute).
     pub destination_dir: &'a Path,
@@ -228,7 +229,9 @@ pub fn ssh_config(params: &SshConfigParams<'_>) -> Result<String, DestinationErr
     } = *params;
     check_host("cluster name", cluster, false)?;
     check_host("proxy host", proxy_host, false)?;
-    check_host("proxy address", proxy_addr, true)?;
+    for addr in proxy_addr.split(',') {
+        check_host("proxy address", addr, true)?;
+    }
     let dir = ssh_path("destination dir for ssh_config", destination_dir)?;
     let tbot = ssh_path("tbot path for ssh_config", tbot_path)?;
     let dir = dir.trim_end_matches('/');
@@ -342,6 +345,24 @@ mod tests {
              \x20   ProxyCommand \"/usr/local/bin/tbot\" proxy --destination-dir=/opt/machine-id --proxy=proxy.example.com:3080 ssh --cluster=example.com %r@%h:%p\n\
              # End generated configuration\n"
         );
+    }
+
+    #[test]
+    fn a_proxy_list_is_passed_whole_and_each_entry_checked() {
+        let k = keys(&[ED]);
+        let dir = Path::new("/d");
+        let mut p = params(dir, &k);
+        p.proxy_addr = "a.example.com:3025,b.example.com:3025";
+        let out = ssh_config(&p).expect("renders");
+        assert!(
+            out.contains(" --proxy=a.example.com:3025,b.example.com:3025 ssh "),
+            "{out}"
+        );
+        p.proxy_addr = "a.example.com:3025,,b:1";
+        let e = ssh_config(&p).expect_err("empty entry").to_string();
+        assert!(e.contains("proxy address"), "{e}");
+        p.proxy_addr = "a:1,b;rm -rf /";
+        assert!(ssh_config(&p).is_err());
     }
 
     #[test]

@@ -7,12 +7,23 @@
 //!   backends (one for several auth servers sharing a cluster state, say, is a new
 //!   implementation of it that passes the conformance suite); values are opaque bytes (JSON
 //!   or protobuf), each stored with the [`Revision`] of the write that produced it.
-//! - [`SqliteBackend`]: the one implementation today, one SQLite file (WAL mode) in the
-//!   data dir.
+//! - [`SqliteBackend`]: one SQLite file (WAL mode) in the data dir, the embedded default.
+//! - [`PostgresBackend`]: one PostgreSQL database shared by several auth servers (high
+//!   availability), watched through `LISTEN`/`NOTIFY`.
 //! - `conformance` (cargo feature `conformance`): the suite every backend passes, written
 //!   once against the trait, plus the `conformance_tests!` macro that turns it into one test
-//!   per case.
+//!   per case; `pg_test` (same feature): a throwaway PostgreSQL server for tests.
 //! - [`Item`], [`Op`], [`WatchEvent`], [`StoreError`]: the values going in and out.
+//! - [`StoredEvent`], [`EventQuery`]: the audit event log, kept beside the items (its own
+//!   table, so audit writes never reach the watch feed).
+//!
+//! # Copying a store
+//!
+//! [`Backend::range`] with the empty prefix returns every item (so `range("")` is the dump,
+//! and an empty result means the store holds no items); writing them to another, empty
+//! backend with [`Backend::put`] or one [`Backend::atomic_write`] keeps keys and values (the
+//! target hands out its own revisions). Events are read with [`Backend::search_events`]
+//! (paging on time) and written with [`Backend::append_event`], which is idempotent.
 //!
 //! # Keys
 //!
@@ -37,7 +48,18 @@
 //! - [`Backend::atomic_write`] applies all its ops or none.
 //! - A watcher gets the changes under its prefix committed after [`Backend::watch`] returned,
 //!   in commit order. A watcher that stops reading is eventually closed rather than slowing
-//!   writers; when its stream ends, watch again and re-read with [`Backend::range`].
+//!   writers; when its stream ends, watch again and re-read with [`Backend::range`]. A
+//!   backend whose feed is lost (a database connection dropped) ends every stream the same
+//!   way, and [`Backend::watch`] fails with [`StoreError::Unavailable`] until it is back.
+//! - Commit order and revision order agree per key, not necessarily across keys: a
+//!   database server hands out revisions when a write starts and commits writes in the
+//!   order they finish, so a watcher may see `/b` at revision 8 before `/a` at revision 7
+//!   when the two writes overlapped. (SQLite serialises writers, so there they agree.)
+//!   Consumers compare revisions of one key, never of two.
+//! - A write that fails with [`StoreError::Unavailable`] may or may not have committed (the
+//!   connection can drop after the commit was sent): read the key again before retrying a
+//!   conditional write. Backends never retry such a write themselves; they do retry
+//!   transactions the database rolled back for certain (serialization failures).
 //!
 //! # Example
 //!
@@ -77,8 +99,12 @@ use async_trait::async_trait;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod pg_test;
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PostgresBackend, PostgresOptions};
 pub use sqlite::SqliteBackend;
 
 /// A stored value's revision: increases on every write to any key of the backend.
@@ -171,9 +197,47 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
-    /// The backend failed (I/O, corruption, connection).
+    /// The backend cannot be reached: the database is down, the connection was lost, or no
+    /// connection came free in time. Worth retrying later (an auth server answers
+    /// `UNAVAILABLE`); a write that failed this way may have committed, so read before
+    /// retrying a conditional one.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed (I/O, corruption, a refused schema, a query error).
     #[error("storage backend failed: {0}")]
     Backend(String),
+}
+
+/// One entry of the audit event log, as the store keeps it: the store orders and filters
+/// by `time_nanos`, `id` and `event_type` and does not look inside `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// When it happened, in nanoseconds since the Unix epoch.
+    pub time_nanos: i64,
+    /// A unique id (a UUID, say); appending an event whose id is stored already does nothing.
+    pub id: String,
+    /// The event type, e.g. `bot.join`, for filtering.
+    pub event_type: String,
+    /// The encoded event (JSON, usually).
+    pub data: Vec<u8>,
+}
+
+/// Which events [`Backend::search_events`] returns: those with `since_nanos <= time_nanos <
+/// until_nanos` (either bound optional) whose type is one of `event_types` (empty: any),
+/// ordered by time then id (ascending, or descending when `descending`), at most `limit`
+/// of them (0 gives none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventQuery {
+    /// The earliest time included, in Unix nanoseconds.
+    pub since_nanos: Option<i64>,
+    /// The first time excluded, in Unix nanoseconds.
+    pub until_nanos: Option<i64>,
+    /// The event types wanted; empty for all.
+    pub event_types: Vec<String>,
+    /// The most events returned.
+    pub limit: usize,
+    /// Newest first (so `limit` keeps the newest) instead of oldest first.
+    pub descending: bool,
 }
 
 /// A stream of changes under a prefix, in commit order.
@@ -200,10 +264,40 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Deletes `key` if its revision is `expected`.
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<(), StoreError>;
-    /// Every item whose key starts with `prefix`, ordered by key.
+    /// Every item whose key starts with `prefix`, ordered by key; `range("")` returns every
+    /// item of the store.
     async fn range(&self, prefix: &str) -> Result<Vec<Item>, StoreError>;
     /// Applies every op or none; the error names the first op's key that failed.
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError>;
     /// Changes under `prefix` committed after this call returns.
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError>;
+    /// One cheap round trip to the storage (for readiness checks): `Ok` when it answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// What this backend is, for logs and errors, without secrets: e.g.
+    /// `sqlite /var/lib/machine-id/backend.db` or
+    /// `postgresql machine_id@127.0.0.1:5432/machine_id`.
+    fn describe(&self) -> String;
+    /// Appends `event` to the event log, durably before returning; does nothing if an event
+    /// with its id is stored already.
+    async fn append_event(&self, event: StoredEvent) -> Result<(), StoreError>;
+    /// The events `query` selects, in its order.
+    async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// The smallest string greater than every string starting with `prefix`, if any. Both
+/// backends compare keys bytewise (SQLite's `BINARY`, PostgreSQL's `"C"` collation), and UTF-8
+/// byte order is code point order, so bumping the last code point that can be bumped gives the bound.
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }

@@ -1,12 +1,15 @@
 //! The SQLite backend: one database file in WAL mode, every write an `IMMEDIATE` transaction
 //! committed with `synchronous=FULL`.
 //!
-//! Layout of the file (schema version 1, kept in `PRAGMA user_version`):
+//! Layout of the file (schema version 2, kept in `PRAGMA user_version`; `schema` migrates
+//! older files at open):
 //!
 //! - `kv(key TEXT PRIMARY KEY, value BLOB, revision INTEGER) WITHOUT ROWID`: the items;
 //! - `meta(name TEXT PRIMARY KEY, value INTEGER)`: the row `revision` holds the last revision
 //!   handed out; every write transaction increments it, so revisions never repeat, not even for
-//!   a key deleted and created again.
+//!   a key deleted and created again;
+//! - `events(id TEXT PRIMARY KEY, time_nanos INTEGER, event_type TEXT, data BLOB)` with an
+//!   index on `(time_nanos, id)`: the audit event log (version 2).
 //!
 //! `PRAGMA application_id` marks the file as a Machine ID store so that pointing the server at
 //! some other SQLite database fails instead of adding tables to it.
@@ -17,38 +20,26 @@
 //! SQLite's own lock (`BEGIN IMMEDIATE` with a busy timeout). Reads use a small pool of
 //! read-only connections that, thanks to WAL, never wait for a writer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
-};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
-use crate::{Backend, Item, Op, Revision, StoreError, WatchEvent, Watcher};
+use crate::{
+    Backend, EventQuery, Item, Op, Revision, StoreError, StoredEvent, WatchEvent, Watcher,
+    prefix_successor,
+};
 
-/// The schema version this code writes; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-const SCHEMA_VERSION: i64 = 1;
+mod events;
+mod file;
+mod schema;
 
-/// Marks the file as ours (`PRAGMA application_id`): "MIDS".
-const APPLICATION_ID: i64 = 0x4d49_4453;
-
-/// Schema migrations, applied in order inside one transaction at open.
-const MIGRATIONS: &[&str] = &["
-    CREATE TABLE kv (
-        key TEXT PRIMARY KEY NOT NULL,
-        value BLOB NOT NULL,
-        revision INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE meta (
-        name TEXT PRIMARY KEY NOT NULL,
-        value INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    INSERT INTO meta (name, value) VALUES ('revision', 0);
-"];
+use file::{configure_writer, open_flags, open_reader, prepare_file, tighten_sidecars};
+use schema::{SCHEMA_VERSION, migrate};
 
 /// How long a write waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,181 +179,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Creates the file with mode 0600, or tightens the mode of an existing one.
-fn prepare_file(path: &Path, location: &str) -> Result<(), StoreError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        return Err(StoreError::Backend(format!(
-            "sqlite store {location}: the directory {} does not exist: create it (mode 0700) \
-             or point the data dir somewhere else",
-            parent.display()
-        )));
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let opened = match options.open(path) {
-        Ok(file) => {
-            sync_parent(path);
-            Ok(file)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path),
-        Err(e) => Err(e),
-    };
-    let file = opened.map_err(|e| {
-        StoreError::Backend(format!(
-            "sqlite store {location}: cannot open: {e}: check that it is a file this user can \
-             read and write"
-        ))
-    })?;
-    #[cfg(unix)]
-    {
-        let meta = file.metadata().map_err(|e| {
-            StoreError::Backend(format!("sqlite store {location}: cannot stat: {e}"))
-        })?;
-        tighten_mode(path, &meta);
-    }
-    drop(file);
-    Ok(())
-}
-
-/// Makes a new file's directory entry durable (SQLite syncs the file, not its directory).
-fn sync_parent(path: &Path) {
-    #[cfg(unix)]
-    if let Some(parent) = path.parent() {
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        if let Err(error) = std::fs::File::open(parent).and_then(|dir| dir.sync_all()) {
-            tracing::warn!(path = %parent.display(), %error, "cannot sync the store's directory");
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
-/// Removes group and other permissions from a file that has them.
-#[cfg(unix)]
-fn tighten_mode(path: &Path, meta: &std::fs::Metadata) {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{:o}", mode & 0o777),
-            "store file was readable by others; setting mode 0600"
-        );
-        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-            tracing::warn!(path = %path.display(), %error, "cannot set mode 0600 on store file");
-        }
-    }
-}
-
-/// The `-wal` and `-shm` files take the main file's mode when SQLite creates them; this
-/// fixes ones left by an older, looser file.
-fn tighten_sidecars(path: &Path) {
-    #[cfg(unix)]
-    for suffix in ["-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let sidecar = PathBuf::from(name);
-        if let Ok(meta) = std::fs::metadata(&sidecar) {
-            tighten_mode(&sidecar, &meta);
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
-/// Read-write, no URI interpretation (a path is a path, even one starting with `file:`); the
-/// file exists already ([`prepare_file`]). Each connection is used by one thread at a time.
-fn open_flags() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
-}
-
-fn configure_writer(conn: &Connection, location: &str) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| sql_err(location, "cannot configure", e))?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(|e| sql_err(location, "cannot switch to WAL mode", e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
-            "sqlite store {location}: cannot switch to WAL mode (still {mode}): put the data dir \
-             on a local filesystem"
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(|e| sql_err(location, "cannot configure", e))?;
-    Ok(())
-}
-
-fn open_reader(path: &Path, location: &str) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, open_flags())
-        .map_err(|e| sql_err(location, "cannot open", e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| sql_err(location, "cannot configure", e))?;
-    conn.pragma_update(None, "query_only", true)
-        .map_err(|e| sql_err(location, "cannot configure", e))?;
-    Ok(conn)
-}
-
-/// Checks the file is ours and brings its schema to [`SCHEMA_VERSION`].
-fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
-    let err = |e| sql_err(location, "cannot read the schema of", e);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    let application_id: i64 = tx
-        .pragma_query_value(None, "application_id", |row| row.get(0))
-        .map_err(err)?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(err)?;
-    if application_id != APPLICATION_ID {
-        let tables: i64 = tx
-            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
-            .map_err(err)?;
-        if application_id != 0 || version != 0 || tables != 0 {
-            return Err(StoreError::Backend(format!(
-                "sqlite store {location}: the file is an SQLite database of another program: \
-                 point the data dir at a Machine ID store or at an empty directory"
-            )));
-        }
-    }
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Backend(format!(
-            "sqlite store {location}: schema version {version} was written by a newer version \
-             (this one knows up to {SCHEMA_VERSION}): upgrade, or restore a backup taken before \
-             the upgrade"
-        )));
-    }
-    if version < SCHEMA_VERSION {
-        let err = |e| sql_err(location, "cannot migrate the schema of", e);
-        let from = usize::try_from(version).unwrap_or_default();
-        for migration in MIGRATIONS.iter().skip(from) {
-            tx.execute_batch(migration).map_err(err)?;
-        }
-        tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(err)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
-        tracing::info!(path = %location, from = version, to = SCHEMA_VERSION, "migrated sqlite store schema");
-    }
-    Ok(())
-}
-
 /// A [`StoreError::Backend`] naming the file and, where a person can act, what to do.
 fn sql_err(location: &str, what: &str, e: rusqlite::Error) -> StoreError {
     let hint = match e.sqlite_error_code() {
@@ -388,24 +204,6 @@ fn read_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
         value: row.get(1)?,
         revision: row.get(2)?,
     })
-}
-
-/// The smallest string greater than every string starting with `prefix`, if any. SQLite
-/// compares `TEXT` bytewise (`BINARY` collation), and UTF-8 byte order is code point order, so
-/// bumping the last code point that can be bumped gives the bound.
-fn prefix_successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(u32::from(c) + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 fn event_key(event: &WatchEvent) -> &str {
@@ -694,6 +492,25 @@ impl Backend for SqliteBackend {
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
         Ok(self.inner.watch(prefix))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|inner| inner.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))))
+            .await
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.inner.location)
+    }
+
+    async fn append_event(&self, event: StoredEvent) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.append_event(&event)).await
+    }
+
+    async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let query = query.clone();
+        self.blocking(move |inner| inner.search_events(&query))
+            .await
     }
 }
 

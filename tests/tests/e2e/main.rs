@@ -5,6 +5,7 @@
 mod auth;
 mod bots;
 mod diag;
+mod failover;
 mod iam;
 mod iam_moto;
 mod identity;

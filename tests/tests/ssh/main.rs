@@ -522,3 +522,30 @@ fn a_new_lock_ends_open_proxy_sessions_of_its_target_only() {
         "{ended:?}"
     );
 }
+
+/// The generated ssh_config hands `tbot proxy ssh` the auth server list the bot was given
+/// (the proxy shares the auth port): with the first address dead, ssh still logs in.
+#[test]
+fn ssh_logs_in_through_a_proxy_list_whose_first_entry_is_dead() {
+    let auth = AuthServer::start();
+    let scratch = auth.scratch();
+    let node = Sshd::start(&auth, "node-name", &scratch.join("node"));
+    add_node(&auth, &node, "node-name", "env=dev");
+    create(&auth, "ops.yaml", OPS_ROLE);
+    let join = add_bot(&auth, "opsbot", "ops");
+    let (data, dest) = (scratch.join("data"), scratch.join("dest"));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let list = format!("{dead},{}", auth.addr);
+    let mut args = tbot_start_args(&auth, &join, &data, &dest);
+    *args.last_mut().unwrap() = list.clone();
+    args.push("--oneshot".into());
+    run_tbot(&args, &[]).success();
+    let config = dest.join("ssh_config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&format!(" --proxy={list} ssh ")), "{text}");
+
+    let out = ssh(&config, "root@node-name.example.com", &["echo", "hello"]);
+    assert_eq!(out.code, 0, "{out:?}\nsshd:\n{}", node.log());
+    assert_eq!(out.stdout.trim(), "hello");
+    assert_eq!(events(&auth, "proxy.connect").len(), 1);
+}

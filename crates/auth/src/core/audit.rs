@@ -6,7 +6,6 @@ use machine_id_types::{AuditEvent, event_types};
 use serde_json::json;
 
 use super::Core;
-use crate::error::AuthError;
 use crate::state;
 
 impl Core {
@@ -43,14 +42,7 @@ impl Core {
                 _ => serde_json::Map::new(),
             },
         };
-        let key = state::event_key(nanos, &id);
-        if let Err(e) = self
-            .state
-            .create(&key, &event, || {
-                AuthError::Internal("event id collision".into())
-            })
-            .await
-        {
+        if let Err(e) = state::append_event(&*self.state.backend, nanos, &event).await {
             tracing::error!(error = %e, event = event_type, "cannot write audit event");
         }
     }

@@ -78,31 +78,49 @@ impl Core {
             return Err(AuthError::AccessDenied(msg));
         }
         let user_key = state::user_key(&id.username);
-        let (mut user, rev) = self.state.get::<User>(&user_key).await?.ok_or_else(|| {
-            AuthError::AccessDenied(format!(
-                "user {:?} no longer exists (was the bot deleted?); create the bot again and join with a new token",
-                id.username
-            ))
-        })?;
         let now = self.clock.now();
-        let stored = user.generation();
-        let request = LastRenewal {
-            parent: caller.cert_sha256.clone(),
-            public_key: sha256_hex(subject_spki),
-            generation: stored,
-        };
-        if id.generation.checked_add(1) == Some(stored)
-            && user.spec.last_renewal.as_ref() == Some(&request)
-        {
-            // The answer to this very renewal was lost (the server or the connection died
-            // after the commit): answer it again. Nothing moves, so any number of retries
-            // leave the bot at `stored`, and the next renewal from the certificate issued
-            // here proceeds normally.
-            let (certs, identity) = self
-                .issue_bot_certs(subject, &user, Some(stored), ttl, now)
-                .await?;
-            tracing::info!(user = %id.username, generation = stored, "answered a retried renewal again");
-            self.audit(
+        // The usual renewal decides from the cache and commits by compare-and-swap, so a
+        // stale entry can only make the swap fail. Every other outcome (a retry, a mismatch
+        // that locks the bot, a missing user, a lost swap) is decided again from the store.
+        let mut fresh = false;
+        loop {
+            let read = if fresh {
+                self.state.get_fresh::<User>(&user_key).await?
+            } else {
+                self.state.get::<User>(&user_key).await?
+            };
+            let Some((mut user, rev)) = read else {
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
+                return Err(AuthError::AccessDenied(format!(
+                    "user {:?} no longer exists (was the bot deleted?); create the bot again and join with a new token",
+                    id.username
+                )));
+            };
+            let stored = user.generation();
+            let request = LastRenewal {
+                parent: caller.cert_sha256.clone(),
+                public_key: sha256_hex(subject_spki),
+                generation: stored,
+            };
+            let retried = id.generation.checked_add(1) == Some(stored)
+                && user.spec.last_renewal.as_ref() == Some(&request);
+            if !fresh && (retried || id.generation != stored) {
+                fresh = true;
+                continue;
+            }
+            if retried {
+                // The answer to this very renewal was lost (the server or the connection died
+                // after the commit): answer it again. Nothing moves, so any number of retries
+                // leave the bot at `stored`, and the next renewal from the certificate issued
+                // here proceeds normally.
+                let (certs, identity) = self
+                    .issue_bot_certs(subject, &user, Some(stored), ttl, now)
+                    .await?;
+                tracing::info!(user = %id.username, generation = stored, "answered a retried renewal again");
+                self.audit(
                 event_types::CERT_CREATE,
                 Some(&id.username),
                 true,
@@ -110,47 +128,52 @@ impl Core {
                 json!({ "kind": "renewal", "retry": true, "generation": stored, "expires": rfc3339(identity.expires) }),
             )
             .await;
-            return Ok(certs);
-        }
-        if id.generation != stored {
-            return Err(self
-                .generation_mismatch(&id.username, id.generation, stored, now)
-                .await);
-        }
-        let generation = stored + 1;
-        user.set_generation(generation);
-        // A renewal for the key the certificate already certifies is not retriable: a copy
-        // of the identity holds that key, so its replay must stay a mismatch.
-        user.spec.last_renewal = (request.public_key != caller.key_sha256).then_some(LastRenewal {
-            generation,
-            ..request
-        });
-        match self
-            .state
-            .backend
-            .compare_and_swap(&user_key, rev, state::encode(&user)?)
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict { .. }) => {
-                return Err(AuthError::Retryable(format!(
-                    "the certificate generation of {:?} changed concurrently; retry the renewal",
-                    id.username
-                )));
+                return Ok(certs);
             }
-            Err(StoreError::NotFound { .. }) => {
-                return Err(AuthError::AccessDenied(format!(
-                    "user {:?} no longer exists (was the bot deleted?)",
-                    id.username
-                )));
+            if id.generation != stored {
+                return Err(self
+                    .generation_mismatch(&id.username, id.generation, stored, now)
+                    .await);
             }
-            Err(e) => return Err(e.into()),
-        }
-        let (certs, identity) = self
-            .issue_bot_certs(subject, &user, Some(generation), ttl, now)
-            .await?;
-        tracing::info!(user = %id.username, generation, "renewed certificates");
-        self.audit(
+            let generation = stored + 1;
+            user.set_generation(generation);
+            // A renewal for the key the certificate already certifies is not retriable: a copy
+            // of the identity holds that key, so its replay must stay a mismatch.
+            user.spec.last_renewal =
+                (request.public_key != caller.key_sha256).then_some(LastRenewal {
+                    generation,
+                    ..request
+                });
+            match self
+                .state
+                .backend
+                .compare_and_swap(&user_key, rev, state::encode(&user)?)
+                .await
+            {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(AuthError::Retryable(format!(
+                        "the certificate generation of {:?} changed concurrently; retry the renewal",
+                        id.username
+                    )));
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(AuthError::AccessDenied(format!(
+                        "user {:?} no longer exists (was the bot deleted?)",
+                        id.username
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let (certs, identity) = self
+                .issue_bot_certs(subject, &user, Some(generation), ttl, now)
+                .await?;
+            tracing::info!(user = %id.username, generation, "renewed certificates");
+            self.audit(
             event_types::CERT_CREATE,
             Some(&id.username),
             true,
@@ -158,7 +181,8 @@ impl Core {
             json!({ "kind": "renewal", "generation": generation, "expires": rfc3339(identity.expires) }),
         )
         .await;
-        Ok(certs)
+            return Ok(certs);
+        }
     }
 
     /// Locks `user` after a stale generation, writes the audit event, and returns the error

@@ -164,18 +164,24 @@ impl Core {
             limit,
         } = query;
         let limit = limit.map_or(DEFAULT_EVENTS, |n| n.min(MAX_EVENTS));
-        let mut events: Vec<AuditEvent> = self
+        let query = machine_id_store::EventQuery {
+            since_nanos: since
+                .map(|s| i64::try_from(s.unix_timestamp_nanos().max(0)).unwrap_or(i64::MAX)),
+            until_nanos: None,
+            event_types: event_type.into_iter().collect(),
+            limit,
+            descending: true,
+        };
+        // The newest `limit`, turned oldest first.
+        let mut events = self
             .state
-            .list::<AuditEvent>(state::EVENTS)
+            .backend
+            .search_events(&query)
             .await?
-            .into_iter()
-            .map(|(e, _)| e)
-            .filter(|e| event_type.as_ref().is_none_or(|t| e.event_type == *t))
-            .filter(|e| since.is_none_or(|s| e.time >= s))
-            .collect();
-        if events.len() > limit {
-            events.drain(..events.len() - limit);
-        }
+            .iter()
+            .map(|e| state::decode::<AuditEvent>("the event log", &e.data))
+            .collect::<Result<Vec<_>>>()?;
+        events.reverse();
         Ok(events)
     }
 }

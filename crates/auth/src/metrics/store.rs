@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use machine_id_diag::Histogram;
 use machine_id_diag::prometheus::{Exposition, Kind, LATENCY_BUCKETS, LabeledCounter};
-use machine_id_store::{Backend, Item, Op, Revision, StoreError, Watcher};
+use machine_id_store::{Backend, EventQuery, Item, Op, Revision, StoreError, StoredEvent, Watcher};
 
 use super::Metrics;
 
@@ -22,6 +22,9 @@ const OPS: &[&str] = &[
     "range",
     "atomic_write",
     "watch",
+    "ping",
+    "append_event",
+    "search_events",
 ];
 
 /// Per-operation latency and failure counts.
@@ -46,7 +49,7 @@ impl StoreTimings {
         e.family(
             "auth_server_store_operation_duration_seconds",
             Kind::Histogram,
-            "Time the store took per call, by operation (every call, whatever its outcome; watch: opening the stream).",
+            "Time the store took per call that reached it (beneath the caches), by operation, whatever its outcome (watch: opening the stream).",
         );
         for (op, h) in OPS.iter().zip(&self.latency) {
             e.histogram(
@@ -103,7 +106,6 @@ impl std::fmt::Debug for InstrumentedBackend {
     }
 }
 
-// TODO(ping): forward `Backend::ping` (timed as "ping") once the trait has it.
 #[async_trait]
 impl Backend for InstrumentedBackend {
     async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
@@ -147,5 +149,21 @@ impl Backend for InstrumentedBackend {
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
         self.timed(8, self.inner.watch(prefix)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(9, self.inner.ping()).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn append_event(&self, event: StoredEvent) -> Result<(), StoreError> {
+        self.timed(10, self.inner.append_event(event)).await
+    }
+
+    async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.timed(11, self.inner.search_events(query)).await
     }
 }

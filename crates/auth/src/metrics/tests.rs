@@ -5,6 +5,7 @@ use machine_id_store::{SqliteBackend, StoreError};
 use tonic::Code;
 
 use super::*;
+use crate::cache::FeedHealth;
 
 fn index(method: &str) -> usize {
     grpc::METHODS
@@ -32,7 +33,7 @@ fn calls_count_into_requests_joins_renewals_and_refusals() {
     m.record_call(index("ListRoles"), Code::Unauthenticated, 0);
     m.record_call(grpc::METHODS.len(), Code::Unimplemented, 0);
 
-    let s = parse(&m.render(&[])).unwrap();
+    let s = parse(&m.render(&FeedHealth::default())).unwrap();
     let v = |name: &str, labels: &[(&str, &str)]| s.value(name, labels).unwrap_or(-1.0);
     let req = |service: &str, method: &str, code: &str| {
         v(
@@ -96,7 +97,7 @@ async fn the_instrumented_backend_times_every_call_and_counts_failures() {
     ));
     assert_eq!(store.range("/a/").await.unwrap().len(), 1);
 
-    let s = parse(&m.render(&[])).unwrap();
+    let s = parse(&m.render(&FeedHealth::default())).unwrap();
     let count = |op: &str| {
         s.value(
             "auth_server_store_operation_duration_seconds_count",

@@ -4,6 +4,7 @@
 
 mod admin;
 mod diag;
+mod ha;
 mod iam;
 mod join;
 mod limits;

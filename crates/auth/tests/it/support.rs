@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use machine_id_auth::{AuthConfig, AuthServer, RunningAuthServer};
+use machine_id_auth::{AuthConfig, AuthServer, RunningAuthServer, StorageConfig};
 use machine_id_mint::{PrivateKey, Suite, cert_der_to_pem, parse_tls_identity};
 use machine_id_proto::v1::{
     self, auth_service_client::AuthServiceClient, join_service_client::JoinServiceClient,
@@ -23,9 +23,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_on(StorageConfig::Sqlite).await
+    }
+
+    /// A server on `storage` in a data directory of its own.
+    pub async fn start_on(storage: StorageConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
-        let server = start_in(dir.path(), clock.clone(), CLUSTER).await.unwrap();
+        let server = start_with(dir.path(), clock.clone(), CLUSTER, storage)
+            .await
+            .unwrap();
         Self {
             server: Some(server),
             dir,
@@ -136,8 +143,19 @@ pub async fn start_in(
     clock: Arc<FakeClock>,
     cluster: &str,
 ) -> Result<RunningAuthServer, machine_id_auth::AuthError> {
+    start_with(dir, clock, cluster, StorageConfig::Sqlite).await
+}
+
+/// Starts a server with its data directory in `dir` on `storage`.
+pub async fn start_with(
+    dir: &Path,
+    clock: Arc<FakeClock>,
+    cluster: &str,
+    storage: StorageConfig,
+) -> Result<RunningAuthServer, machine_id_auth::AuthError> {
     let mut config = AuthConfig::new(dir.join("data"), cluster, "127.0.0.1:0".parse().unwrap());
     config.clock = clock;
+    config.storage = storage;
     AuthServer::start(config).await
 }
 

@@ -210,3 +210,68 @@ fn token_from_file_or_value() {
     let e = resolve_token("/no/such/token").unwrap_err().to_string();
     assert!(e.contains("/no/such/token"), "{e}");
 }
+
+#[test]
+fn several_auth_servers_as_a_list_or_a_comma_separated_string() {
+    let c = BotConfig::from_yaml("auth_servers: [a:3025, b:3025, a:3025]\n").unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.auth_addrs().unwrap().as_slice(), ["a:3025", "b:3025"]);
+    let c = BotConfig::from_yaml("auth_server: a:3025,b:3025\n").unwrap();
+    assert_eq!(c.auth_addrs().unwrap().as_slice(), ["a:3025", "b:3025"]);
+    // The flag replaces either key; a list lands in auth_servers and round-trips.
+    let mut c = BotConfig::from_yaml("auth_server: old:3025\n").unwrap();
+    let changed = c.apply(Overrides {
+        auth_server: Some("a:3025, b:3025".into()),
+        ..Overrides::default()
+    });
+    assert!(changed.contains(&"auth_server"));
+    assert_eq!(c.auth_server, None);
+    assert_eq!(c.auth_servers, ["a:3025", "b:3025"]);
+    let yaml = c.to_yaml().unwrap();
+    assert!(yaml.contains("auth_servers:"), "{yaml}");
+    assert_eq!(BotConfig::from_yaml(&yaml).unwrap(), c);
+    let mut c = BotConfig::from_yaml("auth_servers: [a:1, b:1]\n").unwrap();
+    c.apply(Overrides {
+        auth_server: Some("c:1".into()),
+        ..Overrides::default()
+    });
+    assert_eq!(
+        (c.auth_server.as_deref(), c.auth_servers.len()),
+        (Some("c:1"), 0)
+    );
+}
+
+#[test]
+fn bad_auth_server_lists_are_refused_with_the_fix() {
+    let e = BotConfig::from_yaml("auth_server: a:1\nauth_servers: [b:1]\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("both auth_server and auth_servers"), "{e}");
+    assert!(e.contains("keep one"), "{e}");
+    let e = BotConfig::from_yaml("auth_servers: [a:1, '', b:1]\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("entry 2") && e.contains("empty"), "{e}");
+    let e = BotConfig::from_yaml("auth_server: 'a:1,,b:1'\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("remove the extra comma"), "{e}");
+    let e = BotConfig::from_yaml("auth_servers: [a:1, b]\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"b\" has no port"), "{e}");
+    let e = BotConfig::from_yaml("auth_servers: []\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no auth server"), "{e}");
+}

@@ -2,6 +2,8 @@
 //! bot's clock under the test's control.
 #![allow(clippy::unwrap_used, missing_docs)] // tests
 
+mod failover;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -63,7 +63,13 @@ impl Client {
             token_name: token_name.unwrap_or_default().to_string(),
             token_ttl_seconds: secs(token_ttl),
         };
-        let r = self.reply(self.auth.clone().create_bot(request).await)?;
+        let r = self
+            .write("CreateBot", |mut c| {
+                let request = request.clone();
+                async move { c.auth.create_bot(request).await }
+            })
+            .await;
+        let r = r?;
         let bot = r.bot.ok_or_else(|| machine_id_proto::ConvertError {
             what: "bot",
             message: "missing from the reply".into(),
@@ -88,20 +94,32 @@ impl Client {
 
     /// One bot.
     pub async fn get_bot(&self, name: &str) -> Result<Bot> {
-        let r = self.auth.clone().get_bot(by_name(name)).await;
-        Ok(self.reply(r)?.into())
+        let r = self
+            .read("GetBot", |mut c| async move {
+                c.auth.get_bot(by_name(name)).await
+            })
+            .await;
+        Ok(r?.into())
     }
 
     /// Every bot.
     pub async fn list_bots(&self) -> Result<Vec<Bot>> {
-        let r = self.auth.clone().list_bots(v1::ListRequest {}).await;
-        Ok(self.reply(r)?.bots.into_iter().map(Bot::from).collect())
+        let r = self
+            .read("ListBots", |mut c| async move {
+                c.auth.list_bots(v1::ListRequest {}).await
+            })
+            .await;
+        Ok(r?.bots.into_iter().map(Bot::from).collect())
     }
 
     /// Deletes a bot: its user, role and tokens.
     pub async fn delete_bot(&self, name: &str) -> Result<()> {
-        let r = self.auth.clone().delete_bot(by_name(name)).await;
-        self.reply(r).map(drop)
+        let r = self
+            .write("DeleteBot", |mut c| async move {
+                c.auth.delete_bot(by_name(name)).await
+            })
+            .await;
+        r.map(drop)
     }
 
     /// Locks a bot's user, for `ttl` or (`None`) until the lock is removed.
@@ -111,8 +129,13 @@ impl Client {
             message: message.to_string(),
             ttl_seconds: ttl.map(secs).unwrap_or(0),
         };
-        let r = self.auth.clone().lock_bot(request).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .write("LockBot", |mut c| {
+                let request = request.clone();
+                async move { c.auth.lock_bot(request).await }
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     // ---- CAs, host certs, events ----
@@ -123,7 +146,13 @@ impl Client {
         let request = v1::ExportCaRequest {
             ca_type: kind.to_string(),
         };
-        let r = self.reply(self.auth.clone().export_ca(request).await)?;
+        let r = self
+            .read("ExportCa", |mut c| {
+                let request = request.clone();
+                async move { c.auth.export_ca(request).await }
+            })
+            .await;
+        let r = r?;
         Ok(ExportedCa {
             ssh_public_keys: r.ssh_public_keys,
             tls_certs: r.tls_certs,
@@ -143,7 +172,13 @@ impl Client {
             hostnames: hostnames.to_vec(),
             ttl_seconds: secs(ttl),
         };
-        let r = self.reply(self.auth.clone().sign_host_cert(request).await)?;
+        let r = self
+            .read("SignHostCert", |mut c| {
+                let request = request.clone();
+                async move { c.auth.sign_host_cert(request).await }
+            })
+            .await;
+        let r = r?;
         Ok(HostCert {
             ssh_cert: r.ssh_cert,
             host_ca_key: r.host_ca_key,
@@ -163,7 +198,13 @@ impl Client {
             limit,
             since: since.map(timestamp_from),
         };
-        let r = self.reply(self.auth.clone().search_events(request).await)?;
+        let r = self
+            .read("SearchEvents", |mut c| {
+                let request = request.clone();
+                async move { c.auth.search_events(request).await }
+            })
+            .await;
+        let r = r?;
         convert_all(r.events)
     }
 }

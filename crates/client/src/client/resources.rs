@@ -6,12 +6,24 @@
 
 use super::{Client, convert_all};
 use crate::error::{ClientError, Result};
+use crate::failover::Retry;
 use machine_id_proto::v1;
 use machine_id_types::{Lock, Node, ProvisionToken, Resource, ResourceKind, Role, User};
 
 /// Why users cannot be written through the generic calls.
 const USERS_ARE_SERVER_MANAGED: &str =
     "users are managed by the auth server; a bot's user comes and goes with the bot";
+
+/// A replacing upsert may be sent again after any transport failure; a create-only one only
+/// when the server cannot have acted (a retry of one that went through would be refused as
+/// existing).
+fn upsert_retry(create_only: bool) -> Retry {
+    if create_only {
+        Retry::NotSentOnly
+    } else {
+        Retry::Always
+    }
+}
 
 fn by_name(name: &str) -> v1::GetByNameRequest {
     v1::GetByNameRequest {
@@ -100,14 +112,22 @@ impl Client {
 
     /// One role.
     pub async fn get_role(&self, name: &str) -> Result<Role> {
-        let r = self.auth.clone().get_role(by_name(name)).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .read("GetRole", |mut c| async move {
+                c.auth.get_role(by_name(name)).await
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Every role.
     pub async fn list_roles(&self) -> Result<Vec<Role>> {
-        let r = self.auth.clone().list_roles(v1::ListRequest {}).await;
-        convert_all(self.reply(r)?.roles)
+        let r = self
+            .read("ListRoles", |mut c| async move {
+                c.auth.list_roles(v1::ListRequest {}).await
+            })
+            .await;
+        convert_all(r?.roles)
     }
 
     /// Creates or (unless `create_only`) replaces a role.
@@ -116,28 +136,45 @@ impl Client {
             role: Some(role.into()),
             create_only,
         };
-        let r = self.auth.clone().upsert_role(request).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .call(upsert_retry(create_only), "UpsertRole", |mut c| {
+                let request = request.clone();
+                async move { c.auth.upsert_role(request).await }
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Deletes a role.
     pub async fn delete_role(&self, name: &str) -> Result<()> {
-        let r = self.auth.clone().delete_role(by_name(name)).await;
-        self.reply(r).map(drop)
+        let r = self
+            .write("DeleteRole", |mut c| async move {
+                c.auth.delete_role(by_name(name)).await
+            })
+            .await;
+        r.map(drop)
     }
 
     // ---- tokens ----
 
     /// One join token.
     pub async fn get_token(&self, name: &str) -> Result<ProvisionToken> {
-        let r = self.auth.clone().get_token(by_name(name)).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .read("GetToken", |mut c| async move {
+                c.auth.get_token(by_name(name)).await
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Every join token.
     pub async fn list_tokens(&self) -> Result<Vec<ProvisionToken>> {
-        let r = self.auth.clone().list_tokens(v1::ListRequest {}).await;
-        convert_all(self.reply(r)?.tokens)
+        let r = self
+            .read("ListTokens", |mut c| async move {
+                c.auth.list_tokens(v1::ListRequest {}).await
+            })
+            .await;
+        convert_all(r?.tokens)
     }
 
     /// Creates or (unless `create_only`) replaces a join token.
@@ -150,36 +187,57 @@ impl Client {
             token: Some(token.into()),
             create_only,
         };
-        let r = self.auth.clone().upsert_token(request).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .call(upsert_retry(create_only), "UpsertToken", |mut c| {
+                let request = request.clone();
+                async move { c.auth.upsert_token(request).await }
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Deletes a join token.
     pub async fn delete_token(&self, name: &str) -> Result<()> {
-        let r = self.auth.clone().delete_token(by_name(name)).await;
-        self.reply(r).map(drop)
+        let r = self
+            .write("DeleteToken", |mut c| async move {
+                c.auth.delete_token(by_name(name)).await
+            })
+            .await;
+        r.map(drop)
     }
 
     // ---- users ----
 
     /// One user.
     pub async fn get_user(&self, name: &str) -> Result<User> {
-        let r = self.auth.clone().get_user(by_name(name)).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .read("GetUser", |mut c| async move {
+                c.auth.get_user(by_name(name)).await
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Every user.
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let r = self.auth.clone().list_users(v1::ListRequest {}).await;
-        convert_all(self.reply(r)?.users)
+        let r = self
+            .read("ListUsers", |mut c| async move {
+                c.auth.list_users(v1::ListRequest {}).await
+            })
+            .await;
+        convert_all(r?.users)
     }
 
     // ---- nodes ----
 
     /// One node, by id.
     pub async fn get_node(&self, id: &str) -> Result<Node> {
-        let r = self.auth.clone().get_node(by_name(id)).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .read("GetNode", |mut c| async move {
+                c.auth.get_node(by_name(id)).await
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// A node by id or, when no node has that id, by host name when exactly one node has it.
@@ -209,8 +267,12 @@ impl Client {
 
     /// Every node.
     pub async fn list_nodes(&self) -> Result<Vec<Node>> {
-        let r = self.auth.clone().list_nodes(v1::ListRequest {}).await;
-        convert_all(self.reply(r)?.nodes)
+        let r = self
+            .read("ListNodes", |mut c| async move {
+                c.auth.list_nodes(v1::ListRequest {}).await
+            })
+            .await;
+        convert_all(r?.nodes)
     }
 
     /// Creates or (unless `create_only`) replaces a node.
@@ -219,22 +281,35 @@ impl Client {
             node: Some(node.into()),
             create_only,
         };
-        let r = self.auth.clone().upsert_node(request).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .call(upsert_retry(create_only), "UpsertNode", |mut c| {
+                let request = request.clone();
+                async move { c.auth.upsert_node(request).await }
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Deletes a node, by id.
     pub async fn delete_node(&self, id: &str) -> Result<()> {
-        let r = self.auth.clone().delete_node(by_name(id)).await;
-        self.reply(r).map(drop)
+        let r = self
+            .write("DeleteNode", |mut c| async move {
+                c.auth.delete_node(by_name(id)).await
+            })
+            .await;
+        r.map(drop)
     }
 
     // ---- locks ----
 
     /// Every lock.
     pub async fn list_locks(&self) -> Result<Vec<Lock>> {
-        let r = self.auth.clone().list_locks(v1::ListRequest {}).await;
-        convert_all(self.reply(r)?.locks)
+        let r = self
+            .read("ListLocks", |mut c| async move {
+                c.auth.list_locks(v1::ListRequest {}).await
+            })
+            .await;
+        convert_all(r?.locks)
     }
 
     /// Creates or (unless `create_only`) replaces a lock.
@@ -243,13 +318,22 @@ impl Client {
             lock: Some(lock.into()),
             create_only,
         };
-        let r = self.auth.clone().upsert_lock(request).await;
-        Ok(self.reply(r)?.try_into()?)
+        let r = self
+            .call(upsert_retry(create_only), "UpsertLock", |mut c| {
+                let request = request.clone();
+                async move { c.auth.upsert_lock(request).await }
+            })
+            .await;
+        Ok(r?.try_into()?)
     }
 
     /// Deletes a lock, by id.
     pub async fn delete_lock(&self, id: &str) -> Result<()> {
-        let r = self.auth.clone().delete_lock(by_name(id)).await;
-        self.reply(r).map(drop)
+        let r = self
+            .write("DeleteLock", |mut c| async move {
+                c.auth.delete_lock(by_name(id)).await
+            })
+            .await;
+        r.map(drop)
     }
 }

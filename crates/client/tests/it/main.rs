@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // tests
 
 mod calls;
+mod failover;
 mod pins;
 mod resources;
 

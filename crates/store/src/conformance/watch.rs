@@ -150,3 +150,38 @@ pub async fn watchers_are_independent(b: Arc<dyn Backend>) {
     assert_eq!(seen, ["/a/1", "/b/1", "/a/end", "/b/end", "/a/2"]);
     assert!(r2 > rb);
 }
+
+/// A watcher gets every op of one `atomic_write`, even ops that repeat an earlier one of the
+/// same write exactly (put, delete, the same put again), all at its revision; an
+/// `atomic_write` of one delete returns a revision too.
+pub async fn watch_sees_every_op_of_one_write(b: Arc<dyn Backend>) {
+    let mut w = ok(b.watch("/r/").await, "watch");
+    let put = || Op::Put {
+        key: "/r/k".into(),
+        value: b"same".to_vec(),
+    };
+    let r1 = ok(
+        b.atomic_write(vec![put(), Op::Delete { key: "/r/k".into() }, put()])
+            .await,
+        "atomic_write",
+    );
+    let r2 = ok(
+        b.atomic_write(vec![Op::Delete { key: "/r/k".into() }])
+            .await,
+        "atomic_write of one delete",
+    );
+    assert!(r2 > r1, "{r2} after {r1}");
+    assert_eq!(ok(b.get("/r/k").await, "get"), None);
+    ok(b.put("/r/zz-end", vec![]).await, "put marker");
+    let events = events_until(&mut w, "/r/zz-end").await;
+    let deleted = |revision| WatchEvent::Delete {
+        key: "/r/k".into(),
+        revision,
+    };
+    let put_at = |revision| WatchEvent::Put(item("/r/k", b"same", revision));
+    assert_eq!(
+        events,
+        [put_at(r1), deleted(r1), put_at(r1), deleted(r2)],
+        "every op, in order"
+    );
+}

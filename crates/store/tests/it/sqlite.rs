@@ -169,8 +169,57 @@ async fn schema_is_versioned_and_marked() {
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     assert_eq!(mode, "wal");
+}
+
+/// A file written by the previous version (schema 1, no event log) opens with its items and
+/// revisions intact and gains the event log.
+#[tokio::test]
+async fn version_1_file_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,
+             revision INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)
+             WITHOUT ROWID;
+         INSERT INTO meta (name, value) VALUES ('revision', 7);
+         INSERT INTO kv (key, value, revision) VALUES ('/bots/old', x'6f6c64', 7);
+         PRAGMA application_id = 1296647251;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteBackend::open(&path).unwrap();
+    assert_eq!(
+        store.range("").await.unwrap(),
+        [Item {
+            key: "/bots/old".into(),
+            value: b"old".to_vec(),
+            revision: 7
+        }]
+    );
+    assert!(store.put("/bots/new", vec![]).await.unwrap() > 7);
+    let event = machine_id_store::StoredEvent {
+        time_nanos: 1,
+        id: "e".into(),
+        event_type: "t".into(),
+        data: vec![],
+    };
+    store.append_event(event.clone()).await.unwrap();
+    let query = machine_id_store::EventQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.search_events(&query).await.unwrap(), [event]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
 
 /// Two handles on one file (as two processes would be) still let exactly one
