@@ -224,3 +224,65 @@ async fn a_bad_or_taken_diag_address_stops_startup_with_a_clear_error() {
         .await
         .unwrap();
 }
+
+/// Polls `/readyz` until `f` holds for its answer; panics after `HANG`.
+async fn readyz_until(diag: SocketAddr, what: &str, f: impl Fn(u16, &str) -> bool) -> String {
+    const HANG: std::time::Duration = std::time::Duration::from_secs(120);
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = http_get(diag, "/readyz").await;
+        if f(status, &body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < HANG,
+            "timed out waiting for {what}; last: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_a_postgresql_store_and_its_feed_down_and_up() {
+    // A server of its own, stopped and started by this test.
+    let Some(pg) = machine_id_store::pg_test::TempPostgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AuthConfig::new(
+        dir.path().join("data"),
+        CLUSTER,
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    config.storage = machine_id_auth::StorageConfig::Postgres {
+        conn_string: pg.create_fresh_database().parse().unwrap(),
+    };
+    config.diag_addr = Some("127.0.0.1:0".into());
+    let server = AuthServer::start(config).await.unwrap();
+    let diag = server.diag_addr().unwrap();
+    readyz_until(diag, "ready after start", |s, _| s == 200).await;
+    assert_eq!(
+        scrape(diag).await.value("auth_server_feed_up", &[]),
+        Some(1.0)
+    );
+
+    pg.stop();
+    let body = readyz_until(diag, "the feed to go down", |s, b| {
+        s == 503 && b.contains("feed: down")
+    })
+    .await;
+    assert!(body.starts_with("not ready: store: "), "{body}");
+    assert_eq!(body.lines().count(), 1, "{body}");
+    assert_eq!(http_get(diag, "/healthz").await.0, 200);
+    let down = scrape(diag).await;
+    assert_eq!(down.value("auth_server_feed_up", &[]), Some(0.0));
+    assert!(down.value("auth_server_feed_losses_total", &[]).unwrap() >= 1.0);
+
+    pg.start_again();
+    readyz_until(diag, "ready again", |s, _| s == 200).await;
+    assert_eq!(
+        scrape(diag).await.value("auth_server_feed_up", &[]),
+        Some(1.0)
+    );
+    server.shutdown().await.unwrap();
+}
