@@ -13,6 +13,7 @@ use machine_id_store::Backend;
 
 use crate::cache::FeedHealth;
 use crate::metrics::Metrics;
+use crate::state::CLUSTER_NAME_KEY;
 
 /// How long `/readyz` waits for the store to answer.
 pub(crate) const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,8 +33,13 @@ impl Diag {
     /// `None` when ready, else one line naming each part that is down.
     pub(crate) async fn not_ready(&self) -> Option<String> {
         let mut down = Vec::new();
-        match tokio::time::timeout(READY_STORE_TIMEOUT, self.store.ping()).await {
-            Ok(Ok(())) => {}
+        // A read of a real record, not `Backend::ping`: SQLite's ping (`SELECT 1`) reads no
+        // table, so it passes while another process holds the database's locks.
+        match tokio::time::timeout(READY_STORE_TIMEOUT, self.store.get(CLUSTER_NAME_KEY)).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => down.push(format!(
+                "store: the cluster record {CLUSTER_NAME_KEY} is missing"
+            )),
             Ok(Err(e)) => down.push(format!("store: {e}")),
             Err(_) => down.push(format!(
                 "store: no answer within {}s",

@@ -12,7 +12,7 @@ use machine_id_store::{
 use super::*;
 use crate::cache::CachedBackend;
 
-/// A backend whose `ping` answers as told (or never); nothing else is used.
+/// A backend whose `get` answers as told (or never); nothing else is used.
 #[derive(Debug, Default)]
 struct Scripted {
     fail: std::sync::Mutex<Option<String>>,
@@ -25,8 +25,18 @@ fn unused<T>() -> Result<T, StoreError> {
 
 #[async_trait]
 impl Backend for Scripted {
-    async fn get(&self, _: &str) -> Result<Option<Item>, StoreError> {
-        unused()
+    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        if self.hang.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        match &*self.fail.lock().unwrap() {
+            None => Ok(Some(Item {
+                key: key.into(),
+                value: b"{}".to_vec(),
+                revision: 1,
+            })),
+            Some(e) => Err(StoreError::Backend(e.clone())),
+        }
     }
     async fn create(&self, _: &str, _: Vec<u8>) -> Result<Revision, StoreError> {
         unused()
@@ -58,13 +68,7 @@ impl Backend for Scripted {
         unused()
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.hang.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-        match &*self.fail.lock().unwrap() {
-            None => Ok(()),
-            Some(e) => Err(StoreError::Backend(e.clone())),
-        }
+        unused()
     }
     fn describe(&self) -> String {
         "scripted".into()
