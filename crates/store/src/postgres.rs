@@ -306,9 +306,7 @@ impl Backend for PostgresBackend {
         let op = Op::Delete {
             key: key.to_owned(),
         };
-        ops::write(self.shared(), &[op], Statement)
-            .await
-            .map(drop)
+        ops::write(self.shared(), &[op], Statement).await.map(drop)
     }
 
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
@@ -316,9 +314,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             revision: expected,
         };
-        ops::write(self.shared(), &[op], Statement)
-            .await
-            .map(drop)
+        ops::write(self.shared(), &[op], Statement).await.map(drop)
     }
 
     async fn range(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {

@@ -166,7 +166,8 @@ pub async fn watch_sees_every_op_of_one_write(b: Arc<dyn Backend>) {
         "atomic_write",
     );
     let r2 = ok(
-        b.atomic_write(vec![Op::Delete { key: "/r/k".into() }]).await,
+        b.atomic_write(vec![Op::Delete { key: "/r/k".into() }])
+            .await,
         "atomic_write of one delete",
     );
     assert!(r2 > r1, "{r2} after {r1}");
