@@ -32,16 +32,20 @@ pub const TEST_PASSWORD: &str = "machine-id-test-password";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `postgres` (arguments after the script: bin dir, data dir, socket dir, port, root
-/// dir) until a line or EOF on stdin; on EOF (the test process is gone) it also removes the
-/// root dir.
+/// dir) until a line or EOF on stdin, or until postgres exits by itself (so a start that
+/// fails is seen at once); on EOF (the test process is gone) it also removes the root dir.
 const SUPERVISOR: &str = r#"
 "$1/postgres" -D "$2" -k "$3" -p "$4" -c listen_addresses=127.0.0.1 >>"$5/postgres.log" 2>&1 &
 pid=$!
-if read -r _; then
-  kill -INT "$pid" 2>/dev/null; wait "$pid"
-else
-  kill -INT "$pid" 2>/dev/null; wait "$pid"; rm -rf "$5"
-fi
+eof=
+while kill -0 "$pid" 2>/dev/null; do
+  read -r -t 0.2 _; rc=$?
+  if [ "$rc" -eq 0 ]; then break; fi
+  if [ "$rc" -le 128 ]; then eof=1; break; fi
+done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+if [ -n "$eof" ]; then rm -rf "$5"; fi
 "#;
 
 /// A PostgreSQL server in a temporary directory, stopped and removed on drop.
@@ -178,15 +182,15 @@ impl TempPostgres {
         let root = self.dir.path();
         let mut command = if self.as_postgres {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "sh"]);
+            c.args(["-u", "postgres", "--", "bash"]);
             c
         } else {
-            Command::new("sh")
+            Command::new("bash")
         };
         let mut child = command
             .arg("-c")
             .arg(SUPERVISOR)
-            .arg("sh")
+            .arg("bash")
             .arg(&self.bin)
             .arg(root.join("data"))
             .arg(root.join("sock"))

@@ -104,8 +104,8 @@ pub async fn events_append_and_search(b: Arc<dyn Backend>) {
     assert_eq!(again, all, "an existing id is kept as first appended");
 }
 
-/// Events are not items: `range` and watchers never see them, and writing them does not
-/// consume revisions' order (a put after an event still gets a higher revision).
+/// Events are not items: `range` and watchers never see them, and items written around an
+/// event keep increasing revisions.
 pub async fn events_are_not_items(b: Arc<dyn Backend>) {
     let mut w = ok(b.watch("").await, "watch");
     let r1 = ok(b.put("/k", b"1".to_vec()).await, "put");

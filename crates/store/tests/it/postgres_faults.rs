@@ -104,6 +104,33 @@ async fn server_restart_under_a_live_backend() {
         }
         other => panic!("expected the new put, got {other:?}"),
     }
+
+    // A crash (kill -9 of the postmaster) and recovery: the same again.
+    let crashing = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || crashing.kill9())
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut w).await,
+        None,
+        "the watch stream ends on a crash too"
+    );
+    // A clone: dropping the last handle would stop the server.
+    let recovering = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || recovering.start_again())
+        .await
+        .unwrap();
+    let mut w = eventually("a watch after crash recovery", || async {
+        store.watch("/bots/").await.ok()
+    })
+    .await;
+    let recovered = store.put("/bots/d", vec![]).await.unwrap();
+    assert!(recovered > after);
+    assert_eq!(store.range("/bots/").await.unwrap().len(), 3, "a, c, d");
+    match next(&mut w).await {
+        Some(WatchEvent::Put(item)) => assert_eq!(item.revision, recovered),
+        other => panic!("expected the put after recovery, got {other:?}"),
+    }
 }
 
 /// A database whose schema is newer than this code knows is refused with one line naming
