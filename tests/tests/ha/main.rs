@@ -6,12 +6,11 @@
 //! audit events) and tbot's outputs and metrics.
 #![allow(clippy::unwrap_used, missing_docs)] // tests
 
-use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use machine_id_e2e::guide::{BotJoin, add_bot, free_port, tbot_start_args, wait_until};
+use machine_id_e2e::guide::{BotJoin, add_bot, free_port, http_get, tbot_start_args, wait_until};
 use machine_id_e2e::{AuthServer, binaries, spawn_tbot};
 use machine_id_mint::{certs_from_pem, parse_tls_identity};
 use machine_id_store::pg_test::TempPostgres;
@@ -32,24 +31,6 @@ fn generation(data: &Path) -> u64 {
         .and_then(|pem| certs_from_pem(&pem).ok())
         .and_then(|c| parse_tls_identity(&c[0]).ok())
         .map_or(0, |i| i.generation)
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
 }
 
 fn metric(text: &str, name: &str) -> Option<u64> {
@@ -211,7 +192,10 @@ fn a_postgresql_restart_during_renewals_loses_nothing_and_renewals_resume() {
     });
     let stalled = tbot.generation();
     let out = auth.tctl(&["bots", "ls"]);
-    assert_ne!(out.code, 0, "a call needing the database fails while it is down");
+    assert_ne!(
+        out.code, 0,
+        "a call needing the database fails while it is down"
+    );
     assert!(
         out.stderr.to_lowercase().contains("unavailable")
             || out.stderr.contains("PostgreSQL")
@@ -251,17 +235,21 @@ fn a_hundred_concurrent_joins_with_one_token_over_two_servers_admit_one_bot() {
     let admitted = rt.block_on(async {
         let mut joins = tokio::task::JoinSet::new();
         for i in 0..100 {
-            let addr = if i % 2 == 0 { a.addr.clone() } else { b.addr.clone() };
+            let addr = if i % 2 == 0 {
+                a.addr.clone()
+            } else {
+                b.addr.clone()
+            };
             let (cas, token) = (cas.clone(), join.token.clone());
             joins.spawn(async move {
-                let key = machine_id_mint::PrivateKey::generate(machine_id_mint::Suite::Default)
-                    .unwrap();
+                let key =
+                    machine_id_mint::PrivateKey::generate(machine_id_mint::Suite::Default).unwrap();
                 let client = machine_id_client::Client::connect_with_cas(addr.as_str(), &cas)
                     .await
                     .unwrap();
                 client
                     .register_using_token(
-                        &machine_id_join::TokenSecret::new(&token),
+                        &machine_id_join::token::TokenSecret::new(&token),
                         &key.public_key().to_spki_der(),
                         Duration::from_secs(3600),
                     )
@@ -312,7 +300,10 @@ fn backend_clone_moves_a_live_cluster_to_postgresql_and_the_bot_keeps_renewing()
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("Copied cluster \"example.com\""), "{stdout}");
+    assert!(
+        stdout.contains("Copied cluster \"example.com\""),
+        "{stdout}"
+    );
 
     let before = tbot.generation();
     auth.restart_same_addr_with(&["--storage-conn-string", &conn]);
@@ -324,5 +315,8 @@ fn backend_clone_moves_a_live_cluster_to_postgresql_and_the_bot_keeps_renewing()
         auth.log()
     );
     let events = auth.tctl(&["events", "ls", "--format", "json"]).success();
-    assert!(events.contains("bot.create"), "the old audit log came along: {events}");
+    assert!(
+        events.contains("bot.create"),
+        "the old audit log came along: {events}"
+    );
 }

@@ -9,7 +9,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{item, keys, ok};
-use crate::{Backend, Op, Revision, StoreError};
+use crate::{Backend, Op, Revision, StoreError, WatchEvent};
 
 /// Tasks racing in the concurrency cases.
 const RACERS: usize = 50;
@@ -149,6 +149,62 @@ pub async fn concurrent_writes_get_distinct_revisions(b: Arc<dyn Backend>) {
     revs.sort_unstable();
     revs.dedup();
     assert_eq!(revs.len(), RACERS, "revisions must be distinct");
+}
+
+/// Racing puts and atomic writes to ONE key: the key ends with the highest revision any of
+/// them returned (per key, a later commit never carries a lower revision, which caches that
+/// keep the newest revision of each key rely on), and a watcher's last event for it agrees.
+pub async fn racing_puts_to_one_key_leave_the_highest_revision(b: Arc<dyn Backend>) {
+    let mut watcher = ok(b.watch("/one/").await, "watch");
+    let mut tasks = JoinSet::new();
+    for t in 0..8 {
+        let b = b.clone();
+        tasks.spawn(async move {
+            let mut revs = Vec::new();
+            for i in 0..15 {
+                let value = format!("{t}-{i}").into_bytes();
+                let r = if i % 3 == 0 {
+                    b.atomic_write(vec![Op::Put {
+                        key: "/one/k".into(),
+                        value,
+                    }])
+                    .await
+                } else {
+                    b.put("/one/k", value).await
+                };
+                revs.push(ok(r, "racing put"));
+            }
+            revs
+        });
+    }
+    let highest = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+    let item = ok(b.get("/one/k").await, "get").unwrap_or_else(|| panic!("/one/k is missing"));
+    assert_eq!(
+        item.revision, highest,
+        "the key holds the highest revision a write to it returned"
+    );
+    let mut last = None;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), watcher.recv()).await
+    {
+        if let WatchEvent::Put(i) = event {
+            last = Some(i.revision);
+            if i.revision == highest {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        last,
+        Some(highest),
+        "the watcher's last event is the newest write"
+    );
 }
 
 /// 20 tasks each increment a counter 10 times with read / compare-and-swap / retry loops; the

@@ -84,6 +84,7 @@ pub use cas::{compare_and_delete_semantics, compare_and_swap_semantics};
 pub use concurrency::{
     concurrent_writes_get_distinct_revisions, counter_with_retry_loops, race_compare_and_delete,
     race_compare_and_swap, race_create, race_single_use_consumption,
+    racing_puts_to_one_key_leave_the_highest_revision,
 };
 pub use events::{events_append_and_search, events_are_not_items, ping_and_describe};
 pub use kv::{
@@ -155,6 +156,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("concurrent_writes_get_distinct_revisions", |b| {
         Box::pin(concurrent_writes_get_distinct_revisions(b))
     }),
+    ("racing_puts_to_one_key_leave_the_highest_revision", |b| {
+        Box::pin(racing_puts_to_one_key_leave_the_highest_revision(b))
+    }),
     ("counter_with_retry_loops", |b| {
         Box::pin(counter_with_retry_loops(b))
     }),
@@ -215,6 +219,7 @@ macro_rules! conformance_tests {
             race_create,
             race_single_use_consumption,
             concurrent_writes_get_distinct_revisions,
+            racing_puts_to_one_key_leave_the_highest_revision,
             counter_with_retry_loops,
             events_append_and_search,
             events_are_not_items,

@@ -45,10 +45,13 @@ const CREATE_ONE: &str = "INSERT INTO kv (key, value, revision) \
 const PUT: &str = "INSERT INTO kv (key, value, revision) VALUES ($1, $2, $3) \
                    ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
                    revision = excluded.revision";
+/// The overwrite takes its revision only once it holds the row's lock (a revision taken in
+/// `VALUES`, before waiting for a concurrent writer of the key, could be lower than the one
+/// that writer commits, and the key would move back to an older revision).
 const PUT_ONE: &str = "INSERT INTO kv (key, value, revision) \
                        VALUES ($1, $2, nextval('kv_revision')) \
                        ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                       revision = excluded.revision RETURNING revision";
+                       revision = nextval('kv_revision') RETURNING revision";
 const CAS: &str = "UPDATE kv SET value = $2, revision = $3 WHERE key = $1 AND revision = $4";
 /// One round trip: the new revision if the swap happened, and whether the key exists (as of
 /// the statement's start) to tell a conflict from a missing key.
