@@ -224,8 +224,19 @@ fn a_hundred_concurrent_joins_with_one_token_over_two_servers_admit_one_bot() {
         return;
     };
     let conn = pg.create_fresh_database();
-    let a = server_on(&conn);
-    let b = server_on(&conn);
+    // 50 handshakes at once from one address: above the default per-address limit (32) on
+    // connections without a client certificate, which would turn most away before they join.
+    let config = tempfile::tempdir().unwrap();
+    let config_file = config.path().join("auth.yaml");
+    std::fs::write(
+        &config_file,
+        "limits:\n  max_unauthenticated_connections_per_ip: 128\n",
+    )
+    .unwrap();
+    let config_arg = config_file.display().to_string();
+    let args = ["--storage-conn-string", &conn, "--config", &config_arg];
+    let a = AuthServer::start_with_args(CLUSTER, &args);
+    let b = AuthServer::start_with_args(CLUSTER, &args);
     let join = add_bot(&a, "robot", "access");
     let cas = {
         let pem = std::fs::read_to_string(a.identity_dir().join("tlscacerts")).unwrap();
