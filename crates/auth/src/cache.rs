@@ -58,7 +58,7 @@ pub struct FeedHealth {
     /// Microseconds from this server's last measured write returning to its change arriving
     /// through the feed.
     lag_micros: AtomicU64,
-    /// How many times the feed was lost since start.
+    /// How many times a loaded feed was lost since start.
     losses: AtomicU64,
 }
 
@@ -315,9 +315,6 @@ async fn follow(
     let mut first = true;
     loop {
         let Some(s) = shared.upgrade() else { return };
-        if !first {
-            s.health.losses.fetch_add(1, Ordering::Relaxed);
-        }
         s.set_down();
         drop(s);
         match load(&inner, &shared).await {
@@ -334,6 +331,7 @@ async fn follow(
                     let event = watcher.recv().await;
                     let Some(s) = shared.upgrade() else { return };
                     let Some(event) = event else {
+                        s.health.losses.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(store = ?inner, "the store's change feed was lost; caches reset, reads go to the store until it is back");
                         break;
                     };
