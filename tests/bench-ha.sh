@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}" bots="${2:-64}" conc="${3:-16}" secs="${4:-10}" samples="${5:-2000}"
 
-cargo build -q --release -p auth-server -p machine-id-e2e --bin renew-load --bin feed-lag
+cargo build -q --release -p auth-server -p machine-id-e2e --bin auth-server --bin renew-load --bin feed-lag
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 pgbin="${MACHINE_ID_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 [ -x "$pgbin/initdb" ] || { echo "PostgreSQL is not installed: run tests/test.sh --setup-only (or apt-get install postgresql)" >&2; exit 1; }

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 base="${1:?usage: tests/bench-renew.sh BASELINE_AUTH_SERVER [ROUNDS] [BOTS] [CONCURRENCY] [SECONDS]}"
 rounds="${2:-3}" bots="${3:-64}" conc="${4:-16}" secs="${5:-10}"
 
-cargo build -q --release -p auth-server -p machine-id-e2e --bin renew-load
+cargo build -q --release -p auth-server -p machine-id-e2e --bin auth-server --bin renew-load
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 scratch="$(mktemp -d -t machine-id-bench-renew.XXXXXX)"
 pid=""
