@@ -32,11 +32,10 @@ mkdir -p "$scratch/pg" "$scratch/sock"
 as_pg "$pgbin/initdb" -D "$scratch/pg" -A trust -U postgres >/dev/null
 as_pg "$pgbin/pg_ctl" -D "$scratch/pg" -l "$scratch/pg/log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $port -k $scratch/sock" start >/dev/null
-db=0
-fresh_db() {
-  db=$((db + 1))
-  as_pg "$pgbin/psql" -h "$scratch/sock" -p "$port" -U postgres -qc "CREATE DATABASE bench$db" >/dev/null
-  echo "postgresql://postgres@127.0.0.1:$port/bench$db?sslmode=disable"
+fresh_db() { # a new database each call (called in $(...), so no counter survives it)
+  local db="bench_$(date +%s%N)"
+  as_pg "$pgbin/psql" -h "$scratch/sock" -p "$port" -U postgres -qc "CREATE DATABASE $db" >/dev/null
+  echo "postgresql://postgres@127.0.0.1:$port/$db?sslmode=disable"
 }
 
 round() { # STORE ROUND

@@ -96,7 +96,7 @@ pub enum AuthError {
     /// The admin identity exists but the store is missing or empty: starting would create a
     /// new cluster and orphan every bot.
     #[error(
-        "refusing to start: the data directory {data_dir} holds an admin identity ({admin_dir}) but the store {store} is {state}, so starting would create a new cluster with new certificate authorities and every existing bot and node would stop working; {remedy}, or, to really start a new cluster, move {admin_dir} away first"
+        "refusing to start: the data directory {data_dir} holds an admin identity ({admin_dir}) but its store {store} is {state}, so starting would create a new cluster with new certificate authorities and every existing bot and node would stop working; {remedy}, or, to really start a new cluster, move {admin_dir} away first"
     )]
     StoreMissing {
         /// The data directory.

@@ -300,7 +300,7 @@ fn store_missing(config: &AuthConfig, admin_dir: &Path, state: &'static str) -> 
         store: loc.store,
         admin_dir: admin_dir.to_path_buf(),
         state,
-        remedy: loc.remedy.into(),
+        remedy: loc.remedy,
     }
 }
 
@@ -313,7 +313,7 @@ struct StoreLocation {
     /// What else the operator can point the server at.
     other: &'static str,
     /// What restores an emptied store.
-    remedy: &'static str,
+    remedy: String,
 }
 
 impl StoreLocation {
@@ -323,13 +323,16 @@ impl StoreLocation {
                 holder: format!("the data directory {}", config.data_dir.display()),
                 store: config.data_dir.join(BACKEND_FILE).display().to_string(),
                 other: "data directory",
-                remedy: "restore it from a backup",
+                remedy: format!(
+                    "restore {} from a backup",
+                    config.data_dir.join(BACKEND_FILE).display()
+                ),
             },
             StorageConfig::Postgres { conn_string } => Self {
                 holder: format!("the PostgreSQL database {conn_string}"),
                 store: format!("PostgreSQL {conn_string}"),
                 other: "database",
-                remedy: "point storage.conn_string at the cluster's database, or copy the cluster into this one with auth-server backend clone",
+                remedy: "point storage.conn_string at the cluster's database, or copy the cluster into this one with auth-server backend clone".into(),
             },
         }
     }
