@@ -331,3 +331,103 @@ fn backend_clone_moves_a_live_cluster_to_postgresql_and_the_bot_keeps_renewing()
         "the old audit log came along: {events}"
     );
 }
+
+#[test]
+fn a_replay_on_one_server_after_a_renewal_on_the_other_locks_the_bot_and_a_lock_reaches_both() {
+    use machine_id_client::{Client, ClientIdentity};
+    use machine_id_mint::{PrivateKey, Suite};
+    let Some(pg) = TempPostgres::shared() else {
+        return;
+    };
+    let conn = pg.create_fresh_database();
+    let a = server_on(&conn);
+    let b = server_on(&conn);
+    let cas = {
+        let pem = std::fs::read_to_string(a.identity_dir().join("tlscacerts")).unwrap();
+        certs_from_pem(&pem).unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let identity = |key: &PrivateKey, cert: Vec<u8>| {
+        ClientIdentity::from_parts(&key.to_pem(), cert, cas.clone()).unwrap()
+    };
+    let hour = Duration::from_secs(3600);
+
+    // Two bots joined through B; each renews once through A.
+    let mut ids = Vec::new();
+    for name in ["robot", "other"] {
+        let join = add_bot(&a, name, "access");
+        let key = PrivateKey::generate(Suite::Default).unwrap();
+        let first = rt.block_on(async {
+            let anon = Client::connect_with_cas(b.addr.as_str(), &cas)
+                .await
+                .unwrap();
+            anon.register_using_token(
+                &machine_id_join::token::TokenSecret::new(&join.token),
+                &key.public_key().to_spki_der(),
+                hour,
+            )
+            .await
+            .unwrap()
+        });
+        let first = identity(&key, first.tls_cert);
+        let key2 = PrivateKey::generate(Suite::Default).unwrap();
+        let second = rt.block_on(async {
+            let on_a = Client::connect(a.addr.as_str(), &first).await.unwrap();
+            on_a.generate_user_certs(&key2.public_key().to_spki_der(), hour, &[])
+                .await
+                .unwrap()
+        });
+        ids.push((first, identity(&key2, second.tls_cert)));
+    }
+
+    // robot's first certificate replayed on B: refused, the bot locked, one event.
+    let (old, new) = &ids[0];
+    let replay = rt.block_on(async {
+        let on_b = Client::connect(b.addr.as_str(), old).await.unwrap();
+        let key = PrivateKey::generate(Suite::Default).unwrap();
+        on_b.generate_user_certs(&key.public_key().to_spki_der(), hour, &[])
+            .await
+    });
+    let e = replay
+        .expect_err("a replayed generation is refused")
+        .to_string();
+    assert!(e.contains("locked"), "{e}");
+    for server in [&a, &b] {
+        let events = server.tctl(&["events", "ls", "--format", "json"]).success();
+        assert_eq!(
+            events.matches("\"cert.generation_mismatch\"").count(),
+            1,
+            "{events}"
+        );
+        // The lock holds for robot's newest certificate on both servers.
+        let refused = rt.block_on(async {
+            match Client::connect(server.addr.as_str(), new).await {
+                Ok(c) => c.list_nodes().await.is_err(),
+                Err(_) => true,
+            }
+        });
+        assert!(refused, "robot is locked on {}", server.addr);
+    }
+
+    // A lock made through A refuses `other` on B within a second.
+    let (_, other) = &ids[1];
+    let on_b = rt
+        .block_on(Client::connect(b.addr.as_str(), other))
+        .unwrap();
+    rt.block_on(on_b.list_nodes()).unwrap();
+    a.tctl(&["bots", "lock", "other", "--message=lost laptop"])
+        .success();
+    let locked_at = std::time::Instant::now();
+    loop {
+        match rt.block_on(on_b.list_nodes()) {
+            Err(e) if e.to_string().contains("lost laptop") => break,
+            r => {
+                assert!(
+                    locked_at.elapsed() < Duration::from_secs(1),
+                    "B still answers `other` 1 s after the lock was made on A: {r:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
