@@ -19,6 +19,7 @@ chmod 755 "$scratch"
 pid=""
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
+  set +e # every step runs even when one fails (a server already gone, say)
   [ -n "$pid" ] && kill "$pid" 2>/dev/null
   as_pg "$pgbin/pg_ctl" -D "$scratch/pg" -m immediate stop >/dev/null 2>&1 || true
   wait 2>/dev/null || true

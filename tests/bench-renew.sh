@@ -19,7 +19,7 @@ cargo build -q --release -p auth-server -p machine-id-e2e --bin auth-server --bi
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 scratch="$(mktemp -d -t machine-id-bench-renew.XXXXXX)"
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$scratch"; }
+cleanup() { set +e; [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$scratch"; }
 trap cleanup EXIT
 
 round() { # NAME BINARY
