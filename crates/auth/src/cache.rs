@@ -335,11 +335,8 @@ async fn follow(
                         tracing::warn!(store = ?inner, "the store's change feed was lost; caches reset, reads go to the store until it is back");
                         break;
                     };
-                    let revision = match &event {
-                        WatchEvent::Put(i) => i.revision,
-                        WatchEvent::Delete { revision, .. } => *revision,
-                    };
-                    let locks = event_key(&event).starts_with(state::LOCKS);
+                    let revision = event.revision();
+                    let locks = event.key().starts_with(state::LOCKS);
                     s.write().apply_event(event);
                     if locks {
                         crate::revocation::bump(&s.locks_changed);
@@ -534,7 +531,7 @@ impl Backend for CachedBackend {
     }
 
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        let touches_cache = ops.iter().any(|op| is_cached(op_key(op)));
+        let touches_cache = ops.iter().any(|op| is_cached(op.key()));
         let kept = touches_cache.then(|| ops.clone());
         let started = Instant::now();
         let revision = self.inner.atomic_write(ops).await?;
@@ -563,23 +560,6 @@ impl Backend for CachedBackend {
 
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.search_events(query).await
-    }
-}
-
-fn event_key(event: &WatchEvent) -> &str {
-    match event {
-        WatchEvent::Put(item) => &item.key,
-        WatchEvent::Delete { key, .. } => key,
-    }
-}
-
-fn op_key(op: &Op) -> &str {
-    match op {
-        Op::Create { key, .. }
-        | Op::Put { key, .. }
-        | Op::CompareAndSwap { key, .. }
-        | Op::Delete { key }
-        | Op::CompareAndDelete { key, .. } => key,
     }
 }
 

@@ -161,6 +161,19 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The key this op writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Create { key, .. }
+            | Op::Put { key, .. }
+            | Op::CompareAndSwap { key, .. }
+            | Op::Delete { key }
+            | Op::CompareAndDelete { key, .. } => key,
+        }
+    }
+}
+
 /// What a watcher sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -173,6 +186,24 @@ pub enum WatchEvent {
         /// The revision of the delete.
         revision: Revision,
     },
+}
+
+impl WatchEvent {
+    /// The key that changed.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(item) => &item.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the change.
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put(item) => item.revision,
+            WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
 }
 
 /// Errors of the store.

@@ -206,13 +206,6 @@ fn read_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
     })
 }
 
-fn event_key(event: &WatchEvent) -> &str {
-    match event {
-        WatchEvent::Put(item) => &item.key,
-        WatchEvent::Delete { key, .. } => key,
-    }
-}
-
 impl Inner {
     fn err<'a>(&'a self, what: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
         move |e| sql_err(&self.location, what, e)
@@ -392,10 +385,7 @@ impl Inner {
     fn notify(&self, events: &[WatchEvent]) {
         let mut watchers = lock(&self.watchers);
         watchers.retain(|slot| {
-            for event in events
-                .iter()
-                .filter(|e| event_key(e).starts_with(&slot.prefix))
-            {
+            for event in events.iter().filter(|e| e.key().starts_with(&slot.prefix)) {
                 match slot.tx.try_send(event.clone()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {

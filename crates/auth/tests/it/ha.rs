@@ -29,27 +29,6 @@ async fn pair(storage: &StorageConfig) -> (TestServer, TestServer) {
     (a, b)
 }
 
-async fn lock_user(ts: &TestServer, name: &str, user: &str) {
-    ts.admin()
-        .await
-        .upsert_lock(v1::UpsertLockRequest {
-            lock: Some(v1::Lock {
-                metadata: Some(v1::Metadata {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                target_user: Some(user.into()),
-                target_role: None,
-                message: "compromised".into(),
-                created: None,
-                issued_before: None,
-            }),
-            create_only: true,
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_starting_at_once_create_the_cluster_exactly_once() {
     let Some(storage) = fresh_database() else {
@@ -129,7 +108,7 @@ async fn a_lock_made_on_one_server_refuses_the_bot_on_the_other_within_a_second(
     let mut on_b = b.client(&id).await;
     on_b.list_nodes(v1::ListRequest {}).await.unwrap();
 
-    lock_user(&a, "stop-robot", "bot-robot").await;
+    lock(&a, "stop-robot", Some("bot-robot"), None, "compromised").await;
     let locked_at = Instant::now();
     loop {
         match on_b.list_nodes(v1::ListRequest {}).await {

@@ -11,28 +11,6 @@ use crate::support::*;
 
 type Client = v1::auth_service_client::AuthServiceClient<Channel>;
 
-/// Makes lock `name` on `user` or `role` with `message` as the admin.
-async fn lock(ts: &TestServer, name: &str, user: Option<&str>, role: Option<&str>, message: &str) {
-    ts.admin()
-        .await
-        .upsert_lock(v1::UpsertLockRequest {
-            lock: Some(v1::Lock {
-                metadata: Some(v1::Metadata {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                target_user: user.map(str::to_string),
-                target_role: role.map(str::to_string),
-                message: message.into(),
-                created: None,
-                issued_before: None,
-            }),
-            create_only: true,
-        })
-        .await
-        .unwrap();
-}
-
 async fn unlock(ts: &TestServer, name: &str) {
     ts.admin()
         .await

@@ -248,3 +248,31 @@ pub fn assert_code<T>(r: Result<T, tonic::Status>, code: tonic::Code, needle: &s
     );
     e.message().to_string()
 }
+
+/// Makes lock `name` on `user` or `role` with `message` as the admin.
+pub async fn lock(
+    ts: &TestServer,
+    name: &str,
+    user: Option<&str>,
+    role: Option<&str>,
+    message: &str,
+) {
+    ts.admin()
+        .await
+        .upsert_lock(v1::UpsertLockRequest {
+            lock: Some(v1::Lock {
+                metadata: Some(v1::Metadata {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                target_user: user.map(str::to_string),
+                target_role: role.map(str::to_string),
+                message: message.into(),
+                created: None,
+                issued_before: None,
+            }),
+            create_only: true,
+        })
+        .await
+        .unwrap();
+}

@@ -201,7 +201,7 @@ async fn write_one(
     };
     let stmt = client.prepare_cached(sql).await?;
     let rows = client.query(&stmt, &params).await?;
-    let key = op_key(op).to_owned();
+    let key = op.key().to_owned();
     let first = rows.first();
     match op {
         Op::Create { .. } => match first {
@@ -231,16 +231,6 @@ async fn write_one(
                 (false, false) => Err(Failed::Fail(StoreError::NotFound { key })),
             }
         }
-    }
-}
-
-fn op_key(op: &Op) -> &str {
-    match op {
-        Op::Create { key, .. }
-        | Op::Put { key, .. }
-        | Op::CompareAndSwap { key, .. }
-        | Op::Delete { key }
-        | Op::CompareAndDelete { key, .. } => key,
     }
 }
 
@@ -278,7 +268,7 @@ async fn write_transaction(
         let stmt = tx.prepare_cached(sql).await?;
         let n = tx.execute(&stmt, &params).await?;
         if n == 0 {
-            let key = op_key(op).to_owned();
+            let key = op.key().to_owned();
             return Err(Failed::Fail(match op {
                 Op::Create { .. } => StoreError::AlreadyExists { key },
                 Op::Delete { .. } => StoreError::NotFound { key },

@@ -200,10 +200,7 @@ impl Hub {
 
     /// Sends `event` to the watchers whose prefix matches; drops those gone or full.
     fn fan_out(&self, event: &WatchEvent) {
-        let key = match event {
-            WatchEvent::Put(item) => &item.key,
-            WatchEvent::Delete { key, .. } => key,
-        };
+        let key = event.key();
         let buffer = self.buffer;
         self.lock().watchers.retain(|slot| {
             if !key.starts_with(&slot.prefix) {
