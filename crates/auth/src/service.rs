@@ -322,6 +322,27 @@ impl AuthService for Api {
             .into())
     }
 
+    async fn rotate_ca(&self, _req: Request<v1::RotateCaRequest>) -> R<v1::RotateCaResponse> {
+        Err(Status::unimplemented("RotateCA: not yet"))
+    }
+
+    async fn get_cert_authorities(
+        &self,
+        _req: Request<v1::GetCertAuthoritiesRequest>,
+    ) -> R<v1::CertAuthorities> {
+        Err(Status::unimplemented("GetCertAuthorities: not yet"))
+    }
+
+    type WatchCertAuthoritiesStream =
+        tokio_stream::wrappers::ReceiverStream<Result<v1::CertAuthorities, Status>>;
+
+    async fn watch_cert_authorities(
+        &self,
+        _req: Request<v1::GetCertAuthoritiesRequest>,
+    ) -> R<Self::WatchCertAuthoritiesStream> {
+        Err(Status::unimplemented("WatchCertAuthorities: not yet"))
+    }
+
     async fn sign_host_cert(
         &self,
         req: Request<v1::SignHostCertRequest>,

@@ -6,8 +6,10 @@
 
 mod admin;
 mod resources;
+mod rotation;
 
 pub use admin::{CreatedBot, ExportedCa, HostCert};
+pub use rotation::{CaWatch, RotateRequest};
 
 use crate::addrs::AuthAddrs;
 use crate::error::{ClientError, Result};

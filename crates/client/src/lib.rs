@@ -53,8 +53,9 @@ mod tls;
 
 pub use addrs::AuthAddrs;
 pub use client::{
-    Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, bootstrap_ca_certs,
-    bootstrap_ca_certs_with_clock, ca_pins, fetch_ca_certs_unverified, parse_pins,
+    CaWatch, Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, RotateRequest,
+    bootstrap_ca_certs, bootstrap_ca_certs_with_clock, ca_pins, fetch_ca_certs_unverified,
+    parse_pins,
 };
 pub use error::{ClientError, Result};
 pub use identity::{ClientIdentity, files};

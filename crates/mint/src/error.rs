@@ -44,6 +44,9 @@ pub enum MintError {
     /// A certificate could not be read, or lacks what Machine ID puts in it.
     #[error("invalid certificate: {0}")]
     InvalidCertificate(String),
+    /// A rotation phase that does not follow the current one; nothing was changed.
+    #[error(transparent)]
+    Rotation(machine_id_types::RotationError),
     /// Signing failed (a broken key or random source).
     #[error(
         "signing the {what} failed: {reason}; the ca key may be damaged, rotate the certificate authorities"

@@ -356,6 +356,111 @@ impl TryFrom<v1::AuditEvent> for t::AuditEvent {
     }
 }
 
+impl From<t::Rotation> for v1::Rotation {
+    fn from(r: t::Rotation) -> Self {
+        let schedule = r.schedule;
+        Self {
+            state: r.state.as_str().into(),
+            phase: r.phase.as_str().into(),
+            mode: r.mode.as_str().into(),
+            current_id: r.current_id,
+            started: r.started.map(timestamp_from),
+            grace_period_seconds: r.grace_period.map_or(0, |d| d.as_secs()),
+            last_rotated: r.last_rotated.map(timestamp_from),
+            schedule_update_clients: schedule.map(|s| timestamp_from(s.update_clients)),
+            schedule_update_servers: schedule.map(|s| timestamp_from(s.update_servers)),
+            schedule_standby: schedule.map(|s| timestamp_from(s.standby)),
+        }
+    }
+}
+
+impl TryFrom<v1::Rotation> for t::Rotation {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::Rotation) -> Result<Self, ConvertError> {
+        let opt = |ts: &Option<prost_types::Timestamp>| ts.as_ref().map(timestamp_to).transpose();
+        let schedule = match (
+            opt(&r.schedule_update_clients)?,
+            opt(&r.schedule_update_servers)?,
+            opt(&r.schedule_standby)?,
+        ) {
+            (Some(update_clients), Some(update_servers), Some(standby)) => {
+                Some(t::RotationSchedule {
+                    update_clients,
+                    update_servers,
+                    standby,
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            state: match r.state.as_str() {
+                "in_progress" => t::RotationState::InProgress,
+                "standby" | "" => t::RotationState::Standby,
+                other => return Err(err("rotation state", format!("unknown state {other:?}"))),
+            },
+            phase: if r.phase.is_empty() {
+                t::RotationPhase::Standby
+            } else {
+                r.phase
+                    .parse()
+                    .map_err(|e: t::RotationError| err("rotation phase", e.to_string()))?
+            },
+            mode: match r.mode.as_str() {
+                "auto" => t::RotationMode::Auto,
+                "manual" | "" => t::RotationMode::Manual,
+                other => return Err(err("rotation mode", format!("unknown mode {other:?}"))),
+            },
+            current_id: r.current_id,
+            started: opt(&r.started)?,
+            grace_period: (r.grace_period_seconds > 0)
+                .then(|| std::time::Duration::from_secs(r.grace_period_seconds)),
+            last_rotated: opt(&r.last_rotated)?,
+            schedule,
+        })
+    }
+}
+
+impl From<t::CertAuthority> for v1::CertAuthority {
+    fn from(ca: t::CertAuthority) -> Self {
+        let spec = ca.spec;
+        Self {
+            ca_type: spec.ca_type.as_str().into(),
+            cluster_name: spec.cluster_name,
+            active_ssh: spec.active_keys.ssh,
+            active_tls: spec.active_keys.tls,
+            trusted_ssh: spec.additional_trusted_keys.ssh,
+            trusted_tls: spec.additional_trusted_keys.tls,
+            rotation: Some(spec.rotation.into()),
+        }
+    }
+}
+
+impl TryFrom<v1::CertAuthority> for t::CertAuthority {
+    type Error = ConvertError;
+
+    fn try_from(ca: v1::CertAuthority) -> Result<Self, ConvertError> {
+        let ca_type: t::CaType = ca
+            .ca_type
+            .parse()
+            .map_err(|e: t::RotationError| err("CA type", e.to_string()))?;
+        let rotation = ca.rotation.map(TryInto::try_into).transpose()?;
+        Ok(t::CertAuthority::new(
+            &ca.cluster_name,
+            ca_type,
+            t::CaPublicKeys {
+                ssh: ca.active_ssh,
+                tls: ca.active_tls,
+            },
+            t::CaPublicKeys {
+                ssh: ca.trusted_ssh,
+                tls: ca.trusted_tls,
+            },
+            rotation.unwrap_or_default(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests
@@ -384,5 +489,41 @@ mod tests {
         };
         let e = t::ProvisionToken::try_from(wire).unwrap_err();
         assert!(e.to_string().contains("bot_name"), "{e}");
+    }
+
+    #[test]
+    fn cert_authorities_round_trip() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("t");
+        let (rotation, _) = t::Rotation::default()
+            .advance(
+                t::RotationPhase::Init,
+                t::RotationMode::Auto,
+                Some(std::time::Duration::from_secs(90)),
+                "r1",
+                now,
+            )
+            .expect("init");
+        let ca = t::CertAuthority::new(
+            "example.com",
+            t::CaType::Tls,
+            t::CaPublicKeys {
+                ssh: vec![],
+                tls: vec!["-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into()],
+            },
+            t::CaPublicKeys::default(),
+            rotation,
+        );
+        let wire: v1::CertAuthority = ca.clone().into();
+        assert_eq!(
+            wire.rotation.as_ref().map(|r| r.phase.as_str()),
+            Some("init")
+        );
+        let back = t::CertAuthority::try_from(wire).expect("back");
+        assert_eq!(back, ca);
+        let bad = v1::CertAuthority {
+            ca_type: "db".into(),
+            ..Default::default()
+        };
+        assert!(t::CertAuthority::try_from(bad).is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! - [`Identity`]: what a certificate says about its holder (user, roles, logins, renewable,
 //!   generation, impersonator, ...), minted into certificates by `machine-id-mint`.
 //! - [`AuditEvent`]: one entry of the audit log.
+//! - [`Rotation`]: the phases of a CA rotation ([`RotationPhase`]) and the rules between them.
 //! - [`Clock`]: where time comes from; tests use [`FakeClock`] to move it.
 //! - [`duration`]: Go-style durations (`1h`, `30m`, `1h30m0s`) as the CLI and YAML write them.
 //!
@@ -31,6 +32,7 @@ mod lock;
 mod node;
 mod resource;
 mod role;
+mod rotation;
 pub mod table;
 mod token;
 mod user;
@@ -47,6 +49,10 @@ pub use resource::{Metadata, Resource, ResourceKind, parse_resources};
 pub use role::{
     ALL_VERBS, INTERNAL_LOGINS, ImpersonateConditions, LabelValues, Role, RoleConditions,
     RoleOptions, RoleSpec, Rule, check_login, default_roles, glob_match,
+};
+pub use rotation::{
+    CaPublicKeys, CaType, CertAuthority, CertAuthoritySpec, KeyStep, Rotation, RotationError,
+    RotationMode, RotationPhase, RotationSchedule, RotationState,
 };
 pub use token::{JoinMethod, ProvisionToken, SYSTEM_ROLE_BOT, TokenRule, TokenSpec};
 pub use user::{

@@ -175,6 +175,56 @@ pub struct Certs {
     #[prost(string, repeated, tag = "4")]
     pub ssh_ca_keys: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
+/// One of the cluster's CAs, public parts only.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CertAuthority {
+    /// "user", "host" or "tls".
+    #[prost(string, tag = "1")]
+    pub ca_type: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub cluster_name: ::prost::alloc::string::String,
+    /// The keys that sign: OpenSSH lines (user, host) or PEM certificates (tls).
+    #[prost(string, repeated, tag = "3")]
+    pub active_ssh: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "4")]
+    pub active_tls: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Keys trusted besides the active ones, during a rotation.
+    #[prost(string, repeated, tag = "5")]
+    pub trusted_ssh: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "6")]
+    pub trusted_tls: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(message, optional, tag = "7")]
+    pub rotation: ::core::option::Option<Rotation>,
+}
+/// A CA's rotation status.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rotation {
+    /// "standby" or "in_progress".
+    #[prost(string, tag = "1")]
+    pub state: ::prost::alloc::string::String,
+    /// "standby", "init", "update_clients", "update_servers" or "rollback".
+    #[prost(string, tag = "2")]
+    pub phase: ::prost::alloc::string::String,
+    /// "manual" or "auto".
+    #[prost(string, tag = "3")]
+    pub mode: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub current_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "5")]
+    pub started: ::core::option::Option<::prost_types::Timestamp>,
+    /// 0 = none.
+    #[prost(uint64, tag = "6")]
+    pub grace_period_seconds: u64,
+    #[prost(message, optional, tag = "7")]
+    pub last_rotated: ::core::option::Option<::prost_types::Timestamp>,
+    /// Automatic rotations: when each later phase starts.
+    #[prost(message, optional, tag = "8")]
+    pub schedule_update_clients: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "9")]
+    pub schedule_update_servers: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "10")]
+    pub schedule_standby: ::core::option::Option<::prost_types::Timestamp>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RegisterUsingIamMethodRequest {
     /// The iam token's name.
@@ -409,6 +459,37 @@ pub struct SearchEventsRequest {
 pub struct SearchEventsResponse {
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<AuditEvent>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RotateCaRequest {
+    /// "user", "host", "tls" or "all".
+    #[prost(string, tag = "1")]
+    pub ca_type: ::prost::alloc::string::String,
+    /// "init", "update_clients", "update_servers", "standby" or "rollback". Empty with a grace
+    /// period starts an automatic rotation (init, then the servers advance it).
+    #[prost(string, tag = "2")]
+    pub phase: ::prost::alloc::string::String,
+    /// Manual mode: the operator moves every phase.
+    #[prost(bool, tag = "3")]
+    pub manual: bool,
+    /// The rotation's grace period; 0 replaces the keys at once (every certificate must be
+    /// issued again). Unset: manual rotations have none, automatic ones 48h.
+    #[prost(uint64, optional, tag = "4")]
+    pub grace_period_seconds: ::core::option::Option<u64>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RotateCaResponse {
+    /// The rotated CAs after the change.
+    #[prost(message, repeated, tag = "1")]
+    pub cert_authorities: ::prost::alloc::vec::Vec<CertAuthority>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetCertAuthoritiesRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CertAuthorities {
+    /// user, host and tls, in that order.
+    #[prost(message, repeated, tag = "1")]
+    pub cert_authorities: ::prost::alloc::vec::Vec<CertAuthority>,
 }
 /// Generated client implementations.
 pub mod join_service_client {
@@ -1538,6 +1619,86 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("machineid.v1.AuthService", "SearchEvents"));
             self.inner.unary(req, path, codec).await
         }
+        /// CA rotation: moves one CA type (or all) to a phase; each move is one compare-and-swap.
+        pub async fn rotate_ca(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RotateCaRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RotateCaResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machineid.v1.AuthService/RotateCA",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machineid.v1.AuthService", "RotateCA"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The cluster's CAs: public keys and rotation status.
+        pub async fn get_cert_authorities(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetCertAuthoritiesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CertAuthorities>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machineid.v1.AuthService/GetCertAuthorities",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("machineid.v1.AuthService", "GetCertAuthorities"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The same, sent at once and again whenever a CA changes (a rotation phase), until the
+        /// caller hangs up. tbot follows rotations with it.
+        pub async fn watch_cert_authorities(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetCertAuthoritiesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::CertAuthorities>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machineid.v1.AuthService/WatchCertAuthorities",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("machineid.v1.AuthService", "WatchCertAuthorities"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1697,6 +1858,34 @@ pub mod auth_service_server {
             request: tonic::Request<super::SearchEventsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SearchEventsResponse>,
+            tonic::Status,
+        >;
+        /// CA rotation: moves one CA type (or all) to a phase; each move is one compare-and-swap.
+        async fn rotate_ca(
+            &self,
+            request: tonic::Request<super::RotateCaRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RotateCaResponse>,
+            tonic::Status,
+        >;
+        /// The cluster's CAs: public keys and rotation status.
+        async fn get_cert_authorities(
+            &self,
+            request: tonic::Request<super::GetCertAuthoritiesRequest>,
+        ) -> std::result::Result<tonic::Response<super::CertAuthorities>, tonic::Status>;
+        /// Server streaming response type for the WatchCertAuthorities method.
+        type WatchCertAuthoritiesStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::CertAuthorities, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The same, sent at once and again whenever a CA changes (a rotation phase), until the
+        /// caller hangs up. tbot follows rotations with it.
+        async fn watch_cert_authorities(
+            &self,
+            request: tonic::Request<super::GetCertAuthoritiesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchCertAuthoritiesStream>,
             tonic::Status,
         >;
     }
@@ -3022,6 +3211,145 @@ pub mod auth_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machineid.v1.AuthService/RotateCA" => {
+                    #[allow(non_camel_case_types)]
+                    struct RotateCASvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::RotateCaRequest>
+                    for RotateCASvc<T> {
+                        type Response = super::RotateCaResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RotateCaRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::rotate_ca(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RotateCASvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machineid.v1.AuthService/GetCertAuthorities" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetCertAuthoritiesSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::GetCertAuthoritiesRequest>
+                    for GetCertAuthoritiesSvc<T> {
+                        type Response = super::CertAuthorities;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetCertAuthoritiesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::get_cert_authorities(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetCertAuthoritiesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machineid.v1.AuthService/WatchCertAuthorities" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchCertAuthoritiesSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::ServerStreamingService<
+                        super::GetCertAuthoritiesRequest,
+                    > for WatchCertAuthoritiesSvc<T> {
+                        type Response = super::CertAuthorities;
+                        type ResponseStream = T::WatchCertAuthoritiesStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetCertAuthoritiesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::watch_cert_authorities(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchCertAuthoritiesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
