@@ -90,8 +90,19 @@ pub fn ca_pins(cas: &[Vec<u8>]) -> Result<Vec<CaPin>> {
 }
 
 /// CA-pin bootstrap: fetches the cluster's CA certificates from an auth server of `addrs`
-/// without verifying it, checks every CA against `pins` (each must match one pin, constant
-/// time; none may be expired), and returns the CAs to verify the server against from then on.
+/// without verifying it, checks them against `pins`, and returns the CAs to verify the
+/// server against from then on.
+///
+/// Every CA the server sent matches a pin: they are trusted as they are. During a TLS CA
+/// rotation the server sends every CA the cluster trusts (two), and an operator may give
+/// only one pin (a config written before the rotation). Then at least one CA must match a
+/// pin (constant time; none of the matching ones expired), and a second connection to the
+/// same server verifies it against the pinned CAs only and fetches the list again: only an
+/// answer over that verified connection is trusted, whole. An unpinned CA from the
+/// unauthenticated first answer is never trusted (a machine in the middle could add its
+/// own). When the server presents a certificate from the unpinned CA (only the new pin
+/// during `init`/`update_clients`, only the old one from `update_servers` on), the error
+/// ([`ClientError::RotationNeedsBothPins`]) says to pass both pins `tctl status` shows.
 ///
 /// The servers are tried in turn while they cannot be reached; a server that answers with
 /// CAs matching no pin ends the bootstrap (it is not skipped for the next one). A mismatch
@@ -115,9 +126,54 @@ pub async fn bootstrap_ca_certs_with_clock(
     }
     let addrs = addrs.into();
     let (addr, cas) = fetch_cas_unverified(&addrs).await?;
-    check_pins(&addr, &cas, pins, clock.now())?;
-    tracing::debug!(addr, cas = cas.len(), "cluster CAs match the CA pins");
-    Ok(cas)
+    let pinned = check_pins(&addr, &cas, pins, clock.now())?;
+    if pinned.len() == cas.len() {
+        tracing::debug!(addr, cas = cas.len(), "cluster CAs match the CA pins");
+        return Ok(cas);
+    }
+    // Some CA matches no pin (a rotation): ask again over TLS verified by the pinned CAs.
+    let verified = fetch_cas_verified(&addr, &pinned)
+        .await
+        .map_err(|e| match e {
+            ClientError::UntrustedServer { .. } => {
+                let all = ca_pins(&cas).unwrap_or_default();
+                let list = |ps: &[CaPin], sep: &str| {
+                    ps.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(sep)
+                };
+                ClientError::RotationNeedsBothPins {
+                    addr: addr.clone(),
+                    cluster_pins: list(&all, ", "),
+                    given: list(pins, ", "),
+                    both: list(&all, ","),
+                }
+            }
+            other => other,
+        })?;
+    // The verified answer must still hold a pinned CA (it is what authenticated the server).
+    let still = check_pins(&addr, &verified, pins, clock.now())?;
+    tracing::info!(
+        addr,
+        pinned = still.len(),
+        cas = verified.len(),
+        "the cluster trusts more TLS CAs than the pins cover (a CA rotation): trusting the list the server sent over TLS verified by the pinned CAs"
+    );
+    Ok(verified)
+}
+
+/// Fetches the CA list again from `addr`, over TLS that verifies the server against `cas`.
+async fn fetch_cas_verified(addr: &str, cas: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let channel = tls::channel(addr, tls::cas_config(cas)?).await?;
+    Ok(AuthServiceClient::new(channel)
+        .get_cluster_ca_certs(v1::GetClusterCaCertsRequest {})
+        .await
+        .map_err(|s| match Failed::call(s, addr) {
+            Failed::NotSent(e) | Failed::Ambiguous(e) | Failed::Final(e) => e,
+        })?
+        .into_inner()
+        .tls_ca_certs)
 }
 
 /// Fetches the cluster's CA certificates from an auth server of `addrs` (the first that
@@ -139,6 +195,14 @@ pub async fn fetch_ca_certs_unverified(addrs: impl Into<AuthAddrs>) -> Result<Ve
         "trusting the cluster CAs the server presented without a pin"
     );
     Ok(cas)
+}
+
+/// The pins of the CAs an auth server of `addrs` presents, fetched WITHOUT verifying the
+/// server. Only for explaining a failure (did the cluster's CAs change while a bot was
+/// offline?); never a reason to trust anything.
+pub async fn cluster_ca_pins_unverified(addrs: impl Into<AuthAddrs>) -> Result<Vec<CaPin>> {
+    let (_, cas) = fetch_cas_unverified(&addrs.into()).await?;
+    ca_pins(&cas)
 }
 
 /// The one unauthenticated call, over TLS that verifies nothing: what it returns must be
@@ -164,14 +228,22 @@ async fn fetch_cas_unverified(addrs: &AuthAddrs) -> Result<(String, Vec<Vec<u8>>
     .await
 }
 
-/// Checks every CA against the pins and its validity at `now`.
-fn check_pins(addr: &str, cas: &[Vec<u8>], pins: &[CaPin], now: OffsetDateTime) -> Result<()> {
+/// Checks the CAs against the pins: at least one must match a pin, and none that matches may
+/// be expired at `now`. Returns the matching ones (DER), in the server's order.
+fn check_pins(
+    addr: &str,
+    cas: &[Vec<u8>],
+    pins: &[CaPin],
+    now: OffsetDateTime,
+) -> Result<Vec<Vec<u8>>> {
     if cas.is_empty() {
         return Err(ClientError::BadCertificate {
             what: format!("cluster CAs from {addr}"),
             message: "the server presented no CA certificate".into(),
         });
     }
+    let mut matched = Vec::new();
+    let mut unmatched = Vec::new();
     for (i, der) in cas.iter().enumerate() {
         let what = format!("cluster CA {} from {addr}", i + 1);
         let pin = CaPin::from_cert_der(der).map_err(|e| ClientError::BadCertificate {
@@ -179,17 +251,9 @@ fn check_pins(addr: &str, cas: &[Vec<u8>], pins: &[CaPin], now: OffsetDateTime) 
             message: e.to_string(),
         })?;
         // Every pin is compared (constant time each), whichever matches.
-        let matched = pins.iter().fold(false, |found, p| p.matches(&pin) | found);
-        if !matched {
-            return Err(ClientError::PinMismatch {
-                addr: addr.to_string(),
-                presented: pin.to_string(),
-                expected: pins
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+        if !pins.iter().fold(false, |found, p| p.matches(&pin) | found) {
+            unmatched.push(pin.to_string());
+            continue;
         }
         let (_, not_after) = cert_facts(der, &what)?;
         if not_after <= now {
@@ -199,8 +263,20 @@ fn check_pins(addr: &str, cas: &[Vec<u8>], pins: &[CaPin], now: OffsetDateTime) 
                 not_after: not_after.format(&Rfc3339).unwrap_or_default(),
             });
         }
+        matched.push(der.clone());
     }
-    Ok(())
+    if matched.is_empty() {
+        return Err(ClientError::PinMismatch {
+            addr: addr.to_string(),
+            presented: unmatched.join(", "),
+            expected: pins
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(matched)
 }
 
 /// A connection to the auth servers of one cluster, with typed calls.

@@ -66,14 +66,14 @@ pub enum ClientError {
     )]
     NoPins,
 
-    /// A CA the server presented matches none of the pins.
+    /// No CA the server presented matches a pin.
     #[error(
-        "the auth server at {addr} presents CA {presented}, which matches none of the CA pins given ({expected}); the cluster's CA may have been rotated, or this is not the server you meant: compare with the pin `tctl status` prints on the auth server"
+        "the auth server at {addr} presents CA {presented}, which matches none of the CA pins given ({expected}); the cluster's CA may have been rotated, or this is not the server you meant: compare with the pins `tctl status` prints on the auth server"
     )]
     PinMismatch {
         /// The address dialed.
         addr: String,
-        /// The pin of the presented CA.
+        /// The pin of each presented CA, comma-separated.
         presented: String,
         /// The pins given.
         expected: String,
@@ -114,6 +114,39 @@ pub enum ClientError {
         addr: String,
         /// The TLS error.
         message: String,
+    },
+
+    /// The auth server rejected this client's certificate in the TLS handshake (a fatal alert
+    /// such as `DecryptError`, `BadCertificate` or `UnknownCA`): it is not signed by a CA the
+    /// cluster trusts. Expiry is not the cause (an expired identity is refused before
+    /// dialing), so the CA is: the cluster's CAs were rotated while this identity was not
+    /// used, or the identity is of another cluster. Never retried.
+    #[error(
+        "the auth server at {addr} rejected this client's certificate (TLS alert {alert}): it is not signed by a CA the cluster trusts; the cluster's certificate authorities were probably rotated while this identity was not in use (or it belongs to another cluster): get a new identity (a bot joins again with a new token: `tctl bots add` or `tctl tokens add`)"
+    )]
+    CertificateRejected {
+        /// The address dialed.
+        addr: String,
+        /// The TLS alert the server sent.
+        alert: String,
+    },
+
+    /// CA-pin bootstrap during a TLS CA rotation: the cluster trusts two TLS CAs, the pins
+    /// given cover one of them, and the server presents a certificate from the other, so
+    /// nothing authenticates the list of CAs it sent.
+    #[error(
+        "the auth server at {addr} is rotating its TLS CA: it trusts the CAs {cluster_pins} and presents a certificate from a CA none of the given pins ({given}) covers, so its CA list cannot be authenticated; pass both pins `tctl status` shows during the rotation (--ca-pin={both} or --ca-pin repeated)"
+    )]
+    RotationNeedsBothPins {
+        /// The address dialed.
+        addr: String,
+        /// The pins of every CA the server sent, comma-separated.
+        cluster_pins: String,
+        /// The pins given, comma-separated.
+        given: String,
+        /// The pins of every CA the server sent, comma-separated without spaces, for the
+        /// flag.
+        both: String,
     },
 
     /// The auth server cannot be reached (refused, timed out, handshake cut).

@@ -67,6 +67,14 @@ impl Failed {
                 Self::Final(e)
             };
         };
+        // The server refused this side's certificate in the handshake (TLS 1.3 tells the
+        // client only at its first read): no retry can change that.
+        if let Some(alert) = crate::tls::rejected_certificate_alert(source) {
+            return Self::Final(ClientError::CertificateRejected {
+                addr: addr.to_string(),
+                alert,
+            });
+        }
         // A failure of this side's transport: the dial (our connector's error inside) or the
         // connection afterwards.
         let dial_failed = chain(source).any(|e| {

@@ -16,7 +16,9 @@
 //!     [`Client::list_resources`], [`Client::upsert_resource`], [`Client::delete_resource`]);
 //!     [`Client::find_node`] finds a node by id or host name.
 //! - [`bootstrap_ca_certs`]: CA-pin bootstrap for a first join: fetch the cluster CAs without
-//!   verifying, check each against the `sha256:` pins, then trust only those.
+//!   verifying and check them against the `sha256:` pins; during a TLS CA rotation, when the
+//!   pins cover only one of the two CAs, fetch them again over TLS verified by the pinned CA
+//!   and trust only that answer.
 //! - [`dial_proxy_ssh`]: a relay to a node's sshd through the cluster's SSH proxy (mutual
 //!   TLS, ALPN [`machine_id_types::PROXY_SSH_ALPN`]), what `tbot proxy ssh` joins to ssh.
 //! - [`ClientError`]: what went wrong, in words a person can act on; the server's own
@@ -54,8 +56,8 @@ mod tls;
 pub use addrs::AuthAddrs;
 pub use client::{
     CaWatch, Certs, Client, CreatedBot, ExportedCa, HostCert, PingInfo, RotateRequest,
-    bootstrap_ca_certs, bootstrap_ca_certs_with_clock, ca_pins, fetch_ca_certs_unverified,
-    parse_pins,
+    bootstrap_ca_certs, bootstrap_ca_certs_with_clock, ca_pins, cluster_ca_pins_unverified,
+    fetch_ca_certs_unverified, parse_pins,
 };
 pub use error::{ClientError, Result};
 pub use identity::{ClientIdentity, files};

@@ -193,8 +193,57 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The alerts a server sends when it refuses the client's certificate: `DecryptError` (a CA
+/// of the same name but another key, as after a rotation), `BadCertificate`, `UnknownCA`
+/// and the like.
+const CERTIFICATE_ALERTS: [rustls::AlertDescription; 6] = [
+    rustls::AlertDescription::DecryptError,
+    rustls::AlertDescription::BadCertificate,
+    rustls::AlertDescription::UnknownCA,
+    rustls::AlertDescription::CertificateUnknown,
+    rustls::AlertDescription::UnsupportedCertificate,
+    rustls::AlertDescription::CertificateRequired,
+];
+
+/// The fatal alert refusing the client's certificate (see [`CERTIFICATE_ALERTS`]) that `e`
+/// or one of its sources is, if any.
+///
+/// During the handshake the rustls error is in the chain. After it (TLS 1.3 tells the client
+/// at its first read), h2 keeps only the message of the I/O error it saw, so the alert is
+/// recognized by rustls's own wording of it, `received fatal alert: <name>`.
+pub(crate) fn rejected_certificate_alert(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls
+            && CERTIFICATE_ALERTS.contains(alert)
+        {
+            return Some(format!("{alert:?}"));
+        }
+        let text = err.to_string();
+        if let Some(alert) = CERTIFICATE_ALERTS
+            .iter()
+            .find(|a| text.contains(&rustls::Error::AlertReceived(**a).to_string()))
+        {
+            return Some(format!("{alert:?}"));
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// Turns a failed connect into the error a person can act on.
 fn connect_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> ClientError {
+    if let Some(alert) = rejected_certificate_alert(e) {
+        return ClientError::CertificateRejected {
+            addr: addr.to_string(),
+            alert,
+        };
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(f) = err.downcast_ref::<ConnectFailure>() {

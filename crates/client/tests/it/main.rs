@@ -4,8 +4,10 @@
 
 mod calls;
 mod failover;
+mod fake_server;
 mod pins;
 mod resources;
+mod rotation;
 
 use machine_id_auth::{AuthConfig, AuthServer, RunningAuthServer};
 use machine_id_client::{Client, ClientIdentity};
