@@ -1,6 +1,7 @@
 //! A rustls client configuration that always presents the bot's current certificate.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
@@ -48,23 +49,63 @@ impl ResolvesClientCert for CurrentCert {
     }
 }
 
+/// Where [`CurrentCas`] reads the trusted roots (DER) at each handshake.
+type RootsSource = Box<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>;
+
 /// Verifies servers against the cluster CAs the bot holds at handshake time, so a CA
-/// rotation picked up by a renewal applies to new connections.
-#[derive(Debug)]
+/// rotation picked up by a renewal (both CAs during it, only the new one after) applies to
+/// new connections without a restart. The webpki verifier is built once per set of roots
+/// and cached; a handshake only compares the current roots with the cached set.
 struct CurrentCas {
-    bot: Bot,
+    roots: RootsSource,
     provider: Arc<CryptoProvider>,
+    cached: Mutex<Option<(Vec<Vec<u8>>, Arc<WebPkiServerVerifier>)>>,
+    /// How many verifiers were built (one per change of the roots).
+    builds: AtomicU64,
+}
+
+impl std::fmt::Debug for CurrentCas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentCas")
+            .field("builds", &self.builds.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl CurrentCas {
-    fn verifier(&self) -> std::result::Result<Arc<WebPkiServerVerifier>, rustls::Error> {
-        let mut roots = RootCertStore::empty();
-        for der in self.bot.current_ca_certs() {
-            roots.add(CertificateDer::from(der))?;
+    fn new(roots: RootsSource, provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            roots,
+            provider,
+            cached: Mutex::new(None),
+            builds: AtomicU64::new(0),
         }
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(format!("no usable cluster CA: {e}")))
+    }
+
+    /// The verifier for the roots as they are now: the cached one while they did not change.
+    fn verifier(&self) -> std::result::Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        let current = (self.roots)();
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((roots, verifier)) = cached.as_ref()
+            && *roots == current
+        {
+            return Ok(verifier.clone());
+        }
+        let mut store = RootCertStore::empty();
+        for der in &current {
+            store.add(CertificateDer::from(der.clone()))?;
+        }
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("no usable cluster CA: {e}")))?;
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            roots = current.len(),
+            "the cluster's trusted TLS CAs changed; verifying servers against the new set"
+        );
+        *cached = Some((current, verifier.clone()));
+        Ok(verifier)
     }
 }
 
@@ -124,7 +165,9 @@ impl ServerCertVerifier for CurrentCas {
 impl Bot {
     /// A rustls client configuration (ring provider only) that presents the first output's
     /// current certificate on every handshake and verifies servers against the cluster's CAs
-    /// as of the last renewal. Cluster servers present certificates for
+    /// as of the last renewal ([`Bot::current_ca_certs`]): during a CA rotation, which the
+    /// running bot follows on its own, that is both TLS CAs, and only the new one after it,
+    /// without building a new configuration. Cluster servers present certificates for
     /// [`machine_id_types::AUTH_SERVER_NAME`]: dial with that server name. Set ALPN as the
     /// protocol needs (`h2` for gRPC).
     ///
@@ -140,11 +183,17 @@ impl Bot {
             .with_safe_default_protocol_versions()
             .map_err(|e| BotError::Internal(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CurrentCas {
-                bot: self.clone(),
+            .with_custom_certificate_verifier(Arc::new(CurrentCas::new(
+                {
+                    let bot = self.clone();
+                    Box::new(move || bot.current_ca_certs())
+                },
                 provider,
-            }))
+            )))
             .with_client_cert_resolver(Arc::new(CurrentCert(self.clone())));
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests;
