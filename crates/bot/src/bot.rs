@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use machine_id_client::{Certs, Client};
 use machine_id_destination::Artifacts;
 use machine_id_types::{Clock, Identity};
 use rustls::sign::CertifiedKey;
@@ -17,6 +18,7 @@ use crate::builder::BotBuilder;
 use crate::metrics::{AuthHealth, Counters, NotReady, Status};
 use crate::onboarding::Onboarding;
 use crate::outputs::Outputs;
+use crate::rotation::WatchHealth;
 
 /// How many times `oneshot` tries when the auth server cannot be reached.
 const ONESHOT_ATTEMPTS: u32 = 3;
@@ -30,6 +32,8 @@ pub(crate) struct Schedule {
     pub(crate) certificate_ttl: Duration,
     pub(crate) renewal_interval: Duration,
     pub(crate) oneshot: bool,
+    /// How long the CA rotation follower waits before renewing.
+    pub(crate) ca_rotation_debounce: Duration,
 }
 
 struct Inner {
@@ -40,6 +44,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     renew_now: Notify,
     stop: watch::Sender<bool>,
+    /// Counts the renewals of the bot's own identity (the CA watch re-opens with each).
+    renewed: watch::Sender<u64>,
+    watch_health: WatchHealth,
 }
 
 /// The tbot engine. Cheap to clone; clones share one bot.
@@ -87,6 +94,7 @@ impl Bot {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let (stop, _) = watch::channel(false);
+        let (renewed, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
                 onboarding,
@@ -96,6 +104,8 @@ impl Bot {
                 clock,
                 renew_now: Notify::new(),
                 stop,
+                renewed,
+                watch_health: WatchHealth::default(),
             }),
         }
     }
@@ -136,6 +146,54 @@ impl Bot {
             .unwrap_or_default()
     }
 
+    /// The certificates the bot's identity and each output hold now (what the CA rotation
+    /// follower compares with the cluster's CAs).
+    pub(crate) fn held_certs(&self) -> Vec<Certs> {
+        let mut held: Vec<Certs> = self
+            .inner
+            .onboarding
+            .bot()
+            .map(|b| b.certs)
+            .into_iter()
+            .collect();
+        held.extend(self.inner.outputs.held_certs());
+        held
+    }
+
+    /// A mutual-TLS connection as the bot's current identity; `None` before it has one.
+    pub(crate) async fn connect_as_bot(&self) -> Result<Option<Client>> {
+        let Some(bot) = self.inner.onboarding.bot() else {
+            return Ok(None);
+        };
+        let client = bot
+            .connect(
+                self.inner.onboarding.auth_server(),
+                self.inner.clock.as_ref(),
+            )
+            .await?;
+        Ok(Some(client))
+    }
+
+    /// The CA rotation follower's health.
+    pub(crate) fn watch_health(&self) -> &WatchHealth {
+        &self.inner.watch_health
+    }
+
+    /// How long the CA rotation follower waits before renewing.
+    pub(crate) fn ca_rotation_debounce(&self) -> Duration {
+        self.inner.schedule.ca_rotation_debounce
+    }
+
+    /// Turns `true` when the bot is asked to stop.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.inner.stop.subscribe()
+    }
+
+    /// Changes at each renewal of the bot's own identity.
+    pub(crate) fn renewed_signal(&self) -> watch::Receiver<u64> {
+        self.inner.renewed.subscribe()
+    }
+
     fn ttl_secs(&self) -> i64 {
         i64::try_from(self.inner.schedule.certificate_ttl.as_secs()).unwrap_or(i64::MAX)
     }
@@ -153,6 +211,15 @@ impl Bot {
             self.inner.clock.now().unix_timestamp(),
             self.ttl_secs(),
         )
+        .with_ca_watch(
+            self.inner.watch_health.renewals(),
+            self.inner.watch_health.up(),
+        )
+    }
+
+    /// One line on the CA rotation watch for `/readyz`, while it runs.
+    pub(crate) fn ca_watch_line(&self) -> Option<String> {
+        self.inner.watch_health.describe()
     }
 
     /// Why the bot is not ready, in words (what `/readyz` says), or `None` when it is.
@@ -200,7 +267,9 @@ impl Bot {
     }
 
     /// Runs the bot: the first renewal (joining if needed), then, unless oneshot, renewals
-    /// every interval until [`Bot::stop`]. Transient failures (auth server unreachable, lost
+    /// every interval until [`Bot::stop`], and follows CA rotations on its own (a watch on
+    /// the cluster's CAs renews the identity and every output when a rotation changes what
+    /// they must hold; see [`BotBuilder::ca_rotation_debounce`]). Transient failures (auth server unreachable, lost
     /// races, destination writes) are retried with capped exponential backoff and jitter,
     /// keeping the last good files; a bot that is locked or deleted, or whose identity expired
     /// with no token to join again, ends with the error.
@@ -236,6 +305,8 @@ impl Bot {
             tracing::info!("oneshot: outputs written, exiting");
             return Ok(());
         }
+        // Follows CA rotations until this function returns (the guard ends it).
+        let _follower = AbortOnDrop(tokio::spawn(crate::rotation::follow(self.clone())));
         let mut delay = schedule.renewal_interval;
         loop {
             if wait(&mut stop, delay, Some(&self.inner.renew_now)).await {
@@ -269,6 +340,7 @@ impl Bot {
     async fn renew_inner(&self) -> Result<()> {
         let inner = &self.inner;
         let (bot, saving) = inner.onboarding.renew_identity().await?;
+        inner.renewed.send_modify(|n| *n = n.wrapping_add(1));
         // The identity is saved (fsyncs) while the outputs are fetched and written.
         let outputs = inner.outputs.renew(&bot).await;
         let saved = inner.onboarding.finish_save(&bot, saving).await;
@@ -281,6 +353,15 @@ impl Bot {
             (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(())) => Ok(()),
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -30,6 +30,7 @@ pub struct BotBuilder {
     certificate_ttl: Duration,
     renewal_interval: Duration,
     oneshot: bool,
+    ca_rotation_debounce: Duration,
     storage: Option<Storage>,
     outputs: Vec<Output>,
     clock: Arc<dyn Clock>,
@@ -59,6 +60,7 @@ impl Default for BotBuilder {
             certificate_ttl: crate::config::DEFAULT_CERTIFICATE_TTL,
             renewal_interval: crate::config::DEFAULT_RENEWAL_INTERVAL,
             oneshot: false,
+            ca_rotation_debounce: crate::rotation::DEFAULT_CA_ROTATION_DEBOUNCE,
             storage: None,
             outputs: Vec::new(),
             clock: Arc::new(SystemClock),
@@ -78,6 +80,11 @@ impl BotBuilder {
             .certificate_ttl(config.certificate_ttl())
             .renewal_interval(config.renewal_interval())
             .oneshot(config.oneshot)
+            .ca_rotation_debounce(
+                config
+                    .ca_rotation_debounce
+                    .unwrap_or(crate::rotation::DEFAULT_CA_ROTATION_DEBOUNCE),
+            )
             .insecure(config.insecure)
             .ca_pins(config.onboarding.ca_pins.clone())
             .join_method(config.onboarding.join_method);
@@ -172,6 +179,14 @@ impl BotBuilder {
     /// Write the outputs once; [`Bot::run`] then returns.
     pub fn oneshot(mut self, oneshot: bool) -> Self {
         self.oneshot = oneshot;
+        self
+    }
+
+    /// How long a running bot waits, after a CA rotation changed what it must hold, before
+    /// renewing its identity and every output (default 10 s): coalesces the CA types moving
+    /// one after another and lets every auth server see the change. Zero renews at once.
+    pub fn ca_rotation_debounce(mut self, debounce: Duration) -> Self {
+        self.ca_rotation_debounce = debounce;
         self
     }
 
@@ -302,6 +317,7 @@ impl BotBuilder {
             certificate_ttl: self.certificate_ttl,
             renewal_interval: self.renewal_interval,
             oneshot: self.oneshot,
+            ca_rotation_debounce: self.ca_rotation_debounce,
         };
         Ok(Bot::new(onboarding, outputs, schedule, self.clock))
     }

@@ -5,6 +5,7 @@
 //! certificate_ttl: 60m
 //! renewal_interval: 20m
 //! oneshot: false
+//! ca_rotation_debounce: 10s                 # wait after a CA rotation step before renewing
 //! onboarding:
 //!   join_method: token
 //!   token: 0123456789abcdef0123456789abcdef   # or a path to a file holding it
@@ -69,6 +70,13 @@ pub struct BotConfig {
     /// Write the outputs once and exit.
     #[serde(default, skip_serializing_if = "is_false")]
     pub oneshot: bool,
+    /// How long to wait after a CA rotation step before renewing (default 10s).
+    #[serde(
+        default,
+        with = "duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_rotation_debounce: Option<Duration>,
     /// How to join.
     #[serde(default)]
     pub onboarding: Onboarding,

@@ -62,6 +62,20 @@ pub fn metrics_text(status: &Status) -> String {
         status.auth_retries,
     );
     e.single(
+        "tbot_ca_rotation_renewals_total",
+        Kind::Counter,
+        "Renewals of the identity and every output asked for because a CA rotation changed what the bot must hold.",
+        status.ca_rotation_renewals,
+    );
+    if let Some(up) = status.ca_watch_up {
+        e.single(
+            "tbot_ca_watch_up",
+            Kind::Gauge,
+            "1 while the watch on the cluster's CAs is open, 0 while it is reconnecting.",
+            u8::from(up),
+        );
+    }
+    e.single(
         "tbot_ready",
         Kind::Gauge,
         "1 when the outputs hold valid certificates.",
@@ -73,10 +87,18 @@ pub fn metrics_text(status: &Status) -> String {
 fn respond(bot: &Bot, path: &str) -> Reply {
     match path {
         "/livez" => Reply::text(200, "ok\n"),
-        "/readyz" => match bot.not_ready_reason() {
-            None => Reply::text(200, "ready\n"),
-            Some(why) => Reply::text(503, format!("not ready: {why}\n")),
-        },
+        "/readyz" => {
+            // The CA watch is shown, never judged: a watch that reconnects leaves renewals
+            // on the schedule working.
+            let watch = bot
+                .ca_watch_line()
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default();
+            match bot.not_ready_reason() {
+                None => Reply::text(200, format!("ready\n{watch}")),
+                Some(why) => Reply::text(503, format!("not ready: {why}\n{watch}")),
+            }
+        }
         "/metrics" => Reply::metrics(metrics_text(&bot.status())),
         _ => Reply::not_found(),
     }
@@ -130,6 +152,8 @@ mod tests {
             identity_unsaved: false,
             auth_failovers: 2,
             auth_retries: 5,
+            ca_rotation_renewals: 4,
+            ca_watch_up: Some(false),
             ready: true,
         });
         assert!(
@@ -148,5 +172,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("tbot_auth_retries_total 5\n"), "{t}");
+        assert!(
+            t.contains("# TYPE tbot_ca_rotation_renewals_total counter\ntbot_ca_rotation_renewals_total 4\n"),
+            "{t}"
+        );
+        assert!(t.contains("tbot_ca_watch_up 0\n"), "{t}");
     }
 }

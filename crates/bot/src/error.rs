@@ -96,6 +96,20 @@ pub enum BotError {
         cause: String,
     },
 
+    /// The cluster's CAs were rotated while the bot was offline: the server rejects the
+    /// bot's certificate, or the bot cannot verify the server's. Only a new join fixes it.
+    #[error(
+        "the cluster's certificate authorities were rotated while this bot was offline ({detail}); join again with a new token: `tctl tokens add --type=bot --bot={bot}` (or `tctl bots add` for a new bot), then restart tbot with --token=<the new token> (the join replaces the stale identity in {storage})"
+    )]
+    CaRotatedWhileOffline {
+        /// What the bot saw.
+        detail: String,
+        /// The bot's name.
+        bot: String,
+        /// Where the bot keeps its identity.
+        storage: String,
+    },
+
     /// The join was refused (bad, expired or used token, wrong method).
     #[error("joining the cluster failed: {0}")]
     JoinRefused(String),

@@ -18,8 +18,9 @@
 //!
 //! Inside, [`Bot`] is a thin handle over plain parts, each its own module: the builder's
 //! settings, the onboarding of the bot's own identity (trust, join, renewal, the stored
-//! identity), the outputs (impersonated certificates written to each destination) and the
-//! metrics ([`Status`] and the readiness rule). The `iam` join's bot half is
+//! identity), the outputs (impersonated certificates written to each destination), the CA
+//! rotation follower (a watch on the cluster's CAs that renews everything when a rotation
+//! changes what the bot must hold) and the metrics ([`Status`] and the readiness rule). The `iam` join's bot half is
 //! `machine_id_join::iam::IamProver`.
 //!
 //! The join checks the cluster's CA against `sha256:` pins before trusting it (see
@@ -60,6 +61,7 @@ mod metrics;
 mod onboarding;
 mod outputs;
 mod proxy;
+mod rotation;
 pub mod storage;
 mod tls;
 
@@ -73,6 +75,7 @@ pub use error::{BotError, Result};
 pub use identity::IssuedIdentity;
 pub use metrics::Status;
 pub use proxy::{enlarge_stdio_pipes, proxy_ssh, ssh_target};
+pub use rotation::DEFAULT_CA_ROTATION_DEBOUNCE;
 pub use storage::Storage;
 
 #[doc(no_inline)]

@@ -67,6 +67,13 @@ pub struct Status {
     /// How many times a dial or call to the auth servers was made again after a failure
     /// that allowed it (see `machine_id_client::Client`), whatever the server.
     pub auth_retries: u64,
+    /// Renewals the CA rotation follower asked for (each renews the identity and every
+    /// output).
+    pub ca_rotation_renewals: u64,
+    /// Whether the watch on the cluster's CAs is open; `None` while it does not run
+    /// (oneshot, or before the first renewal). A watch that is reconnecting does not make
+    /// the bot unready: renewals on the schedule go on.
+    pub ca_watch_up: Option<bool>,
     /// Whether the outputs hold valid certificates, the bot's identity is saved, and either
     /// the last renewal succeeded or the certificates are far (more than half their TTL)
     /// from expiry.
@@ -139,8 +146,17 @@ impl Status {
             identity_unsaved: identity.unsaved,
             auth_failovers: auth.failovers,
             auth_retries: auth.retries,
+            ca_rotation_renewals: 0,
+            ca_watch_up: None,
             ready: verdict.is_ok(),
         }
+    }
+
+    /// The status with the CA rotation follower's numbers.
+    pub(crate) fn with_ca_watch(mut self, renewals: u64, up: Option<bool>) -> Self {
+        self.ca_rotation_renewals = renewals;
+        self.ca_watch_up = up;
+        self
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use machine_id_client::{
-    AuthAddrs, CaPin, Client, ClientError, bootstrap_ca_certs_with_clock, fetch_ca_certs_unverified,
+    AuthAddrs, CaPin, Client, ClientError, bootstrap_ca_certs_with_clock, ca_pins,
+    cluster_ca_pins_unverified, fetch_ca_certs_unverified,
 };
 use machine_id_join::iam::{AwsEnv, IamProver};
 use machine_id_join::token::TokenSecret;
@@ -176,7 +177,10 @@ impl Onboarding {
             // IAM certificates are not renewable: every renewal is a fresh join.
             _ if iam => self.join().await?,
             Some(cur) if cur.identity.expires > now => {
-                let renewed = self.renew_with(&cur).await?;
+                let renewed = match self.renew_with(&cur).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.explain_rotation(&cur, e).await),
+                };
                 tracing::info!(
                     user = %renewed.identity.username,
                     generation = renewed.identity.generation,
@@ -369,6 +373,59 @@ impl Onboarding {
         Ok(key)
     }
 
+    /// Turns the failure of a renewal from `cur` into [`BotError::CaRotatedWhileOffline`] when
+    /// the cluster's CAs moved on without the bot: the server rejected its certificate, or
+    /// it cannot verify the server's and the server's CAs (asked without verifying, only to
+    /// explain) are not the ones it holds. Anything else is returned as it is.
+    async fn explain_rotation(&self, cur: &IssuedIdentity, e: BotError) -> BotError {
+        let bot = cur.identity.bot_name().unwrap_or("NAME").to_string();
+        let storage = self.storage.describe();
+        match e {
+            BotError::Client(ClientError::CertificateRejected { addr, alert }) => {
+                BotError::CaRotatedWhileOffline {
+                    detail: format!(
+                        "its certificates are signed by a CA the cluster no longer trusts: the auth server at {addr} rejected its certificate with TLS alert {alert}"
+                    ),
+                    bot,
+                    storage,
+                }
+            }
+            BotError::Client(ClientError::UntrustedServer { addr, message }) => {
+                let theirs = match cluster_ca_pins_unverified(&addr).await {
+                    Ok(p) => p,
+                    Err(probe) => {
+                        tracing::debug!(error = %probe, "cannot ask the auth server for its CAs");
+                        return BotError::Client(ClientError::UntrustedServer { addr, message });
+                    }
+                };
+                let ours = ca_pins(&cur.certs.tls_ca_certs).unwrap_or_default();
+                let list = |p: &[CaPin]| {
+                    p.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let detail = if theirs.iter().any(|t| ours.contains(t)) {
+                    format!(
+                        "the auth server at {addr} presents a certificate from a new TLS CA the bot never received ({message}); the rotation reached update_servers while the bot missed update_clients"
+                    )
+                } else {
+                    format!(
+                        "its certificates are signed by a CA the cluster no longer trusts: the auth server at {addr} trusts the TLS CAs {}, the bot holds {}",
+                        list(&theirs),
+                        list(&ours)
+                    )
+                };
+                BotError::CaRotatedWhileOffline {
+                    detail,
+                    bot,
+                    storage,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The CAs to verify the auth server against on the first join.
     async fn join_cas(&self) -> Result<Vec<Vec<u8>>> {
         let s = &self.settings;
@@ -417,11 +474,24 @@ impl Onboarding {
             .then(|| self.bot().map(|b| b.certs.tls_ca_certs))
             .flatten()
             .filter(|cas| !cas.is_empty());
+        let from_held = held.is_some();
         let cas = match held {
             Some(cas) => cas,
             None => self.join_cas().await?,
         };
-        let client = Client::connect_with_cas(&s.auth_server, &cas).await?;
+        let client = match Client::connect_with_cas(&s.auth_server, &cas).await {
+            // The CAs of the last join no longer verify the server: the cluster's TLS CA was
+            // rotated while the bot was away. Its token joins again: trust comes from the
+            // pins (or CA file) once more.
+            Err(ClientError::UntrustedServer { .. }) if from_held => {
+                tracing::info!(
+                    "the CAs from the last join no longer verify the auth server (its TLS CA was rotated); establishing trust again from the CA pins"
+                );
+                let cas = self.join_cas().await?;
+                Client::connect_with_cas(&s.auth_server, &cas).await?
+            }
+            r => r?,
+        };
         let key = new_key()?;
         let spki = key.public_key().to_spki_der();
         let certs = match s.join_method {

@@ -137,6 +137,16 @@ impl Outputs {
             .map(f)
     }
 
+    /// The certificates each output holds since its last write.
+    pub(crate) fn held_certs(&self) -> Vec<machine_id_client::Certs> {
+        self.written
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|o| o.issued.certs.clone())
+            .collect()
+    }
+
     /// Unix seconds the earliest output certificate expires, once known.
     pub(crate) fn expires(&self) -> Option<i64> {
         let v = self.expires.load(Ordering::Relaxed);

@@ -9,6 +9,7 @@ auth_server: auth.example.com:3025
 certificate_ttl: 30m
 renewal_interval: 10m
 oneshot: true
+ca_rotation_debounce: 1s
 onboarding:
   join_method: token
   token: abcd
@@ -30,6 +31,7 @@ fn parses_the_v1_shape() {
     assert_eq!(c.certificate_ttl(), Duration::from_secs(1800));
     assert_eq!(c.renewal_interval(), Duration::from_secs(600));
     assert!(c.oneshot);
+    assert_eq!(c.ca_rotation_debounce, Some(Duration::from_secs(1)));
     assert_eq!(c.onboarding.token.as_deref(), Some("abcd"));
     assert_eq!(c.storage.data_dir(), Some(PathBuf::from("/var/lib/bot")));
     assert_eq!(c.destinations.len(), 2);
@@ -55,6 +57,12 @@ fn defaults() {
     assert_eq!(
         (DEFAULT_CERTIFICATE_TTL, DEFAULT_RENEWAL_INTERVAL),
         (c.certificate_ttl(), c.renewal_interval())
+    );
+    assert_eq!(c.ca_rotation_debounce, None);
+    assert_eq!(
+        crate::DEFAULT_CA_ROTATION_DEBOUNCE,
+        Duration::from_secs(10),
+        "like Teleport"
     );
     let m = BotConfig::from_yaml("storage:\n  memory: {}\n").unwrap();
     assert_eq!(m.storage.data_dir(), None);
