@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // tests
 
 mod failover;
+mod rotation;
 
 use std::sync::Arc;
 use std::time::Duration;
