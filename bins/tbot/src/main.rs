@@ -104,8 +104,9 @@ struct StartArgs {
     #[arg(long, value_parser = parse_join_method)]
     join_method: Option<machine_id_bot::config::JoinMethod>,
 
-    /// A CA pin (`sha256:<hex>`) as printed by `tctl bots add`; repeat for several.
-    #[arg(long = "ca-pin")]
+    /// A CA pin (`sha256:<hex>`) as printed by `tctl bots add`; repeat the flag or give a
+    /// comma-separated list for several (during a CA rotation `tctl status` shows two).
+    #[arg(long = "ca-pin", value_delimiter = ',')]
     ca_pins: Vec<String>,
 
     /// A PEM file of the cluster's CA certificates, instead of --ca-pin.

@@ -340,10 +340,12 @@ impl Bot {
     async fn renew_inner(&self) -> Result<()> {
         let inner = &self.inner;
         let (bot, saving) = inner.onboarding.renew_identity().await?;
-        inner.renewed.send_modify(|n| *n = n.wrapping_add(1));
         // The identity is saved (fsyncs) while the outputs are fetched and written.
         let outputs = inner.outputs.renew(&bot).await;
         let saved = inner.onboarding.finish_save(&bot, saving).await;
+        // The identity changed (and the outputs were renewed, or failed): the CA watch
+        // re-opens with it, and judges what the outputs hold now.
+        inner.renewed.send_modify(|n| *n = n.wrapping_add(1));
         // A save that failed needs a person more than an output that failed.
         match (saved, outputs) {
             (Err(e), Err(out)) => {

@@ -28,6 +28,7 @@ use machine_id_e2e::guide::{BotJoin as Join, add_bot, tbot_start_args as start_a
 mod crash;
 mod daemon;
 mod failover;
+mod rotation;
 
 fn oneshot(auth: &AuthServer, join: &Join, data: &Path, dest: &Path) -> Output {
     let mut args = start_args(auth, join, data, dest);
