@@ -52,6 +52,9 @@ impl ResolvesClientCert for CurrentCert {
 /// Where [`CurrentCas`] reads the trusted roots (DER) at each handshake.
 type RootsSource = Box<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>;
 
+/// A set of roots (DER) and the verifier built from it.
+type CachedVerifier = (Vec<Vec<u8>>, Arc<WebPkiServerVerifier>);
+
 /// Verifies servers against the cluster CAs the bot holds at handshake time, so a CA
 /// rotation picked up by a renewal (both CAs during it, only the new one after) applies to
 /// new connections without a restart. The webpki verifier is built once per set of roots
@@ -59,7 +62,7 @@ type RootsSource = Box<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>;
 struct CurrentCas {
     roots: RootsSource,
     provider: Arc<CryptoProvider>,
-    cached: Mutex<Option<(Vec<Vec<u8>>, Arc<WebPkiServerVerifier>)>>,
+    cached: Mutex<Option<CachedVerifier>>,
     /// How many verifiers were built (one per change of the roots).
     builds: AtomicU64,
 }

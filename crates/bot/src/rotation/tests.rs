@@ -112,7 +112,10 @@ fn a_whole_rotation_renews_at_init_update_clients_and_standby_only() {
     );
 
     // update_servers: only what servers present changes, which the bot trusts already.
-    let v = judge.judge(&cluster(UpdateServers, &new, Some(&old)), &[both.clone()]);
+    let v = judge.judge(
+        &cluster(UpdateServers, &new, Some(&old)),
+        std::slice::from_ref(&both),
+    );
     assert_eq!(v.renew, None);
     assert_eq!(v.entered, CaType::ALL.map(|c| (c, UpdateServers)).to_vec());
 
@@ -151,8 +154,14 @@ fn a_rollback_renews_and_its_standby_too() {
     let new = Keys::new();
     let both = held(&[&old, &new]);
     let mut judge = Judge::default();
-    judge.judge(&cluster(UpdateServers, &new, Some(&old)), &[both.clone()]);
-    let v = judge.judge(&cluster(Rollback, &old, Some(&new)), &[both.clone()]);
+    judge.judge(
+        &cluster(UpdateServers, &new, Some(&old)),
+        std::slice::from_ref(&both),
+    );
+    let v = judge.judge(
+        &cluster(Rollback, &old, Some(&new)),
+        std::slice::from_ref(&both),
+    );
     assert_eq!(v.renew.as_deref(), Some("user, host, tls entered rollback"));
     let v = judge.judge(&cluster(Standby, &old, None), &[both]);
     assert_eq!(v.renew.as_deref(), Some("user, host, tls entered standby"));
