@@ -40,7 +40,7 @@ pub(crate) const CACHED_PREFIXES: &[&str] = &[
     state::USERS,
     state::NODES,
     state::LOCKS,
-    "/cas/",
+    state::CAS,
     "/cluster/",
 ];
 
@@ -180,11 +180,29 @@ struct Shared {
     probes: Mutex<Probes>,
     /// Moved after every applied change under `/locks/` and every load or loss of the feed.
     locks_changed: tokio::sync::watch::Sender<u64>,
+    /// Moved after every applied change under `/cas/` and every load or loss of the feed.
+    cas_changed: tokio::sync::watch::Sender<u64>,
     /// Dropped with the cache, which stops the feed task.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Shared {
+    /// Moves the feeds of the prefixes `key` is under.
+    fn notify(&self, key: &str) {
+        if key.starts_with(state::LOCKS) {
+            crate::revocation::bump(&self.locks_changed);
+        }
+        if key.starts_with(state::CAS) {
+            crate::revocation::bump(&self.cas_changed);
+        }
+    }
+
+    /// Moves every feed (the cache was loaded or lost).
+    fn notify_all(&self) {
+        crate::revocation::bump(&self.locks_changed);
+        crate::revocation::bump(&self.cas_changed);
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Cache> {
         self.cache.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -212,20 +230,20 @@ impl Shared {
         revision: Revision,
         changes: impl IntoIterator<Item = (String, Entry)>,
     ) {
-        let mut locks = false;
+        let mut applied = Vec::new();
         {
             let mut cache = self.write();
             if cache.ready {
                 for (key, entry) in changes {
                     if is_cached(&key) {
-                        locks |= key.starts_with(state::LOCKS);
                         cache.apply(&key, entry);
+                        applied.push(key);
                     }
                 }
             }
         }
-        if locks {
-            crate::revocation::bump(&self.locks_changed);
+        for key in &applied {
+            self.notify(key);
         }
         let lag = self.probes().lag(revision, started);
         self.record_lag(lag);
@@ -242,7 +260,7 @@ impl Shared {
         cache.entries.clear();
         self.health.up.store(false, Ordering::Release);
         *self.probes() = Probes::default();
-        crate::revocation::bump(&self.locks_changed);
+        self.notify_all();
     }
 }
 
@@ -274,6 +292,7 @@ impl CachedBackend {
             health: Arc::new(FeedHealth::default()),
             probes: Mutex::new(Probes::default()),
             locks_changed: tokio::sync::watch::channel(0).0,
+            cas_changed: tokio::sync::watch::channel(0).0,
             _stop: stop_tx,
         });
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
@@ -295,6 +314,13 @@ impl CachedBackend {
     /// server), and whenever the store's feed was lost or the cache reloaded.
     pub(crate) fn lock_feed(&self) -> crate::revocation::LockFeed {
         crate::revocation::LockFeed::new(self.shared.locks_changed.subscribe())
+    }
+
+    /// A receiver that moves after every change to the CAs this cache applied (from any
+    /// server: a rotation phase), and whenever the store's feed was lost or the cache
+    /// reloaded.
+    pub(crate) fn ca_feed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.cas_changed.subscribe()
     }
 
     /// The feed's health, for the diagnostics endpoint.
@@ -336,11 +362,9 @@ async fn follow(
                         break;
                     };
                     let revision = event.revision();
-                    let locks = event.key().starts_with(state::LOCKS);
+                    let key = event.key().to_string();
                     s.write().apply_event(event);
-                    if locks {
-                        crate::revocation::bump(&s.locks_changed);
-                    }
+                    s.notify(&key);
                     s.observe_lag(revision);
                 }
             }
@@ -387,7 +411,7 @@ async fn load(
     cache.ready = true;
     drop(cache);
     s.health.up.store(true, Ordering::Release);
-    crate::revocation::bump(&s.locks_changed);
+    s.notify_all();
     tracing::debug!("cache loaded");
     Ok(Some(watcher))
 }
@@ -444,9 +468,7 @@ impl CachedBackend {
             cache.entries.insert(key.to_string(), Entry::Gone(revision));
         }
         drop(cache);
-        if key.starts_with(state::LOCKS) {
-            crate::revocation::bump(&self.shared.locks_changed);
-        }
+        self.shared.notify(key);
     }
 }
 

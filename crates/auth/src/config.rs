@@ -81,6 +81,11 @@ pub struct AuthConfig {
     /// Where the cluster state lives: SQLite in the data directory (the default) or a
     /// PostgreSQL database several auth servers share.
     pub storage: StorageConfig,
+    /// How often each auth server checks whether an automatic CA rotation's next phase is
+    /// due (10s); every server checks, and compare-and-swap lets exactly one move it.
+    pub rotation_check_interval: Duration,
+    /// The grace period of an automatic rotation that names none (48h, as Teleport).
+    pub default_rotation_grace_period: Duration,
 }
 
 impl AuthConfig {
@@ -114,6 +119,8 @@ impl AuthConfig {
             sts_timeout: Duration::from_secs(10),
             diag_addr: None,
             storage: StorageConfig::Sqlite,
+            rotation_check_interval: Duration::from_secs(10),
+            default_rotation_grace_period: Duration::from_secs(48 * 3600),
         }
     }
 
@@ -190,6 +197,12 @@ impl AuthConfig {
             self.admin_cert_ttl,
             s(60),
             s(5 * 365 * 24 * 3600),
+        )?;
+        within(
+            "auth_service.rotation_check_interval",
+            self.rotation_check_interval,
+            Duration::from_millis(50),
+            s(600),
         )?;
         if self.max_unauthenticated_connections_per_ip == 0 {
             return Err(invalid(
@@ -299,7 +312,8 @@ pub enum ConfigError {
 /// ```
 ///
 /// `auth_service.max_token_ttl` (default `24h`) caps the lifetime of `token`-method join
-/// tokens.
+/// tokens; `auth_service.rotation_check_interval` (default `10s`) is how often automatic CA
+/// rotations are checked.
 ///
 /// Unknown fields are errors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -378,6 +392,9 @@ pub struct AuthServiceConfig {
     /// `host:port` of the diagnostics listener (`/healthz`, `/readyz`, `/metrics`).
     #[serde(default)]
     pub diag_addr: Option<String>,
+    /// How often automatic CA rotations are checked (`10s`).
+    #[serde(default, with = "duration::serde_opt")]
+    pub rotation_check_interval: Option<Duration>,
 }
 
 /// The `proxy_service` section.
@@ -436,6 +453,9 @@ impl FileConfig {
         }
         if let Some(d) = self.auth_service.max_token_ttl {
             config.max_token_ttl = d;
+        }
+        if let Some(d) = self.auth_service.rotation_check_interval {
+            config.rotation_check_interval = d;
         }
     }
 

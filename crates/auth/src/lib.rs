@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod authorities;
 mod cache;
 mod config;
 mod core;
@@ -44,6 +45,7 @@ pub mod offline;
 mod proxy;
 pub mod rbac;
 mod revocation;
+mod rotation;
 mod server;
 mod service;
 mod state;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use machine_id_mint::{CaKeys, CaPin, CaSigner, PrivateKey, Suite, cert_der_to_pem};
+use machine_id_store::Revision;
 use machine_id_store::{Backend, Op, SqliteBackend, StoreError};
 use machine_id_types::{
     ADMIN_IDENTITY_DIR, ADMIN_ROLE, ADMIN_USER, Identity, PROXY_SSH_ALPN, default_roles,
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::authorities::Authorities;
 use crate::cache::{CachedBackend, FeedHealth};
 use crate::config::AuthConfig;
 use crate::core::{Core, IamJoin, Limits};
@@ -93,25 +95,28 @@ impl AuthServer {
         if admin_exists && state.backend.get(CLUSTER_NAME_KEY).await?.is_none() {
             return Err(store_missing(&config, &admin_dir, "empty"));
         }
-        let (ca_keys, first_start) = init_cluster(&state, &config).await?;
+        let (ca_keys, ca_revision, first_start) = init_cluster(&state, &config).await?;
         state::migrate_plaintext_tokens(&state).await?;
         state::migrate_events_to_log(&state).await?;
         let signer = Arc::new(ca_keys.signer()?);
-        let ca_pins = vec![CaPin::from_cert_der(signer.tls_ca_cert_der())?];
-
-        let mut tls = tls::server_config(
+        let server_tls = tls::ServerTls::new(
             &signer,
             config.suite,
             config.clock.clone(),
             config.listen_addr,
         )?;
-        if config.proxy_enabled {
-            let mut with_proxy = (*tls).clone();
-            with_proxy
-                .alpn_protocols
-                .push(PROXY_SSH_ALPN.as_bytes().to_vec());
-            tls = Arc::new(with_proxy);
-        }
+        let extra_alpn: &[&str] = if config.proxy_enabled {
+            &[PROXY_SSH_ALPN]
+        } else {
+            &[]
+        };
+        let tls = server_tls.server_config(extra_alpn)?;
+        let cas = Arc::new(Authorities::new(
+            ca_revision,
+            ca_keys,
+            signer.clone(),
+            server_tls,
+        ));
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|cause| AuthError::Listen {
@@ -159,6 +164,7 @@ impl AuthServer {
         let cache = CachedBackend::start(state.backend.clone(), CACHE_LOAD_TIMEOUT).await;
         let feed_health = cache.health();
         let lock_feed = cache.lock_feed();
+        let ca_feed = cache.ca_feed();
         let state = State {
             backend: Arc::new(cache),
             uncached: state.uncached,
@@ -174,10 +180,12 @@ impl AuthServer {
             }
             None => None,
         };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let core = Arc::new(Core {
+            shutdown: shutdown_rx.clone(),
             lock_feed,
             state,
-            signer,
+            cas: cas.clone(),
             cluster_name: config.cluster_name.clone(),
             clock: config.clock.clone(),
             limits: Limits {
@@ -187,6 +195,7 @@ impl AuthServer {
                 default_host_cert_ttl: config.default_host_cert_ttl,
                 max_token_ttl: config.max_token_ttl,
                 idle_timeout: config.idle_timeout,
+                default_rotation_grace_period: config.default_rotation_grace_period,
             },
             proxy_public_addr: proxy_public_addr.clone(),
             iam: IamJoin {
@@ -202,10 +211,27 @@ impl AuthServer {
             ),
         });
         let flush_core = core.clone();
+        let ca_tasks = vec![
+            tokio::spawn(crate::rotation::follow_store(
+                core.clone(),
+                ca_feed,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(crate::rotation::auto_rotate(
+                core.clone(),
+                config.rotation_check_interval,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(follow_admin_identity(
+                cas.clone(),
+                admin_dir.clone(),
+                config.clone(),
+                shutdown_rx.clone(),
+            )),
+        ];
         let proxy_core = config.proxy_enabled.then(|| core.clone());
         let routes = crate::service::routes(core);
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<GrpcConn>>(64);
         let acceptor = TlsAcceptor::from(tls);
         let conn_limits = ConnLimits {
@@ -273,7 +299,7 @@ impl AuthServer {
             proxy_public_addr,
             proxy_accept,
             cluster_name: config.cluster_name,
-            ca_pins,
+            cas,
             admin_dir,
             first_start,
             shutdown: ShutdownHandle {
@@ -282,6 +308,7 @@ impl AuthServer {
             serve,
             accept,
             audit_flush,
+            ca_tasks,
             feed_health,
             _data_dir_lock: data_dir_lock,
         })
@@ -372,9 +399,9 @@ async fn flush_dropped_audit(core: Arc<Core>, mut shutdown: watch::Receiver<bool
     }
 }
 
-/// Loads the cluster from the store, or creates it on first start. Returns the CA keys and
-/// whether this start created the cluster.
-async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, bool)> {
+/// Loads the cluster from the store, or creates it on first start. Returns the CA keys, the
+/// store revision they were read at, and whether this start created the cluster.
+async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, Revision, bool)> {
     for _ in 0..2 {
         if let Some((info, _)) = state.get::<ClusterInfo>(CLUSTER_NAME_KEY).await? {
             if info.cluster_name != config.cluster_name {
@@ -394,7 +421,7 @@ async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, boo
                 ))
             })?;
             let keys = CaKeys::from_bytes(&item.value)?;
-            return Ok((keys, false));
+            return Ok((keys, item.revision, false));
         }
         let cluster = config.cluster_name.clone();
         let suite = config.suite;
@@ -423,9 +450,9 @@ async fn init_cluster(state: &State, config: &AuthConfig) -> Result<(CaKeys, boo
             });
         }
         match state.backend.atomic_write(ops).await {
-            Ok(_) => {
+            Ok(revision) => {
                 tracing::info!(cluster = %config.cluster_name, suite = ?config.suite, "created cluster: certificate authorities and default roles");
-                return Ok((keys, true));
+                return Ok((keys, revision, true));
             }
             // Another auth server created the cluster first: load what it wrote.
             Err(StoreError::AlreadyExists { .. }) => continue,
@@ -483,16 +510,48 @@ fn write_admin_identity(
         expires: now + config.admin_cert_ttl,
     };
     let cert = signer.sign_user_tls_cert(&key.public_key(), &identity, now)?;
-    files::write_atomic(
-        &dir.join(ADMIN_CAS_FILE),
-        cert_der_to_pem(signer.tls_ca_cert_der()).as_bytes(),
-    )?;
+    let cas: String = signer
+        .trusted_tls_certs()
+        .iter()
+        .map(|der| cert_der_to_pem(der))
+        .collect();
+    files::write_atomic(&dir.join(ADMIN_CAS_FILE), cas.as_bytes())?;
     files::write_atomic(
         &dir.join(ADMIN_CERT_FILE),
         cert_der_to_pem(&cert).as_bytes(),
     )?;
     tracing::info!(dir = %dir.display(), "wrote the admin identity for tctl");
     Ok(())
+}
+
+/// Writes the admin identity again after every change of the CAs (a rotation phase), so
+/// `tctl` trusts what the server presents and holds a certificate the server accepts.
+async fn follow_admin_identity(
+    cas: Arc<Authorities>,
+    dir: PathBuf,
+    config: AuthConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changed = cas.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            r = changed.changed() => if r.is_err() { return },
+        }
+        let signer = cas.signer();
+        let (dir2, config2) = (dir.clone(), config.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            write_admin_identity(&dir2, &signer, config2.suite, &config2)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot write the admin identity after a CA change; tctl on this host may fail until the next start");
+            }
+            Err(e) => tracing::error!(error = %e, "the admin identity task failed"),
+        }
+    }
 }
 
 /// A gRPC connection: TLS over TCP, closed when idle.
@@ -598,7 +657,7 @@ impl ShutdownHandle {
 pub struct RunningAuthServer {
     local_addr: SocketAddr,
     cluster_name: String,
-    ca_pins: Vec<CaPin>,
+    cas: Arc<Authorities>,
     admin_dir: PathBuf,
     first_start: bool,
     proxy_local_addr: Option<SocketAddr>,
@@ -610,6 +669,8 @@ pub struct RunningAuthServer {
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
     audit_flush: JoinHandle<()>,
+    /// Following the stored CAs, automatic rotation, the admin identity.
+    ca_tasks: Vec<JoinHandle<()>>,
     feed_health: Arc<FeedHealth>,
     /// The data directory's lock, released when the server is dropped.
     _data_dir_lock: std::fs::File,
@@ -642,9 +703,15 @@ impl RunningAuthServer {
         &self.cluster_name
     }
 
-    /// The CA pins (`sha256:<hex>`) over the TLS CA certificate(s) the cluster presents.
-    pub fn ca_pins(&self) -> &[CaPin] {
-        &self.ca_pins
+    /// The CA pins (`sha256:<hex>`) over every trusted TLS CA certificate (two during a
+    /// rotation of the TLS CA, the active one first).
+    pub fn ca_pins(&self) -> Vec<CaPin> {
+        self.cas
+            .signer()
+            .trusted_tls_certs()
+            .iter()
+            .filter_map(|der| CaPin::from_cert_der(der).ok())
+            .collect()
     }
 
     /// Where the admin identity for `tctl` was written (`DATA_DIR/admin`).
@@ -687,6 +754,9 @@ impl RunningAuthServer {
             let _ = p.await;
         }
         let _ = self.audit_flush.await;
+        for t in self.ca_tasks {
+            let _ = t.await;
+        }
         if let Some(d) = self.diag {
             let _ = d.await;
         }

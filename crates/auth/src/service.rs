@@ -15,7 +15,7 @@ use machine_id_proto::v1::{
 use machine_id_types::{Lock, Node, ProvisionToken, Role};
 use tonic::{Request, Response, Status};
 
-use crate::core::{Caller, Core, EventQuery};
+use crate::core::{Caller, Core, EventQuery, RotateCa};
 use crate::error::AuthError;
 use crate::metrics::{self, Flag};
 
@@ -322,15 +322,34 @@ impl AuthService for Api {
             .into())
     }
 
-    async fn rotate_ca(&self, _req: Request<v1::RotateCaRequest>) -> R<v1::RotateCaResponse> {
-        Err(Status::unimplemented("RotateCA: not yet"))
+    async fn rotate_ca(&self, req: Request<v1::RotateCaRequest>) -> R<v1::RotateCaResponse> {
+        let c = self.caller(&req, "RotateCA").await?;
+        let r = req.into_inner();
+        let phase = match r.phase.trim() {
+            "" => None,
+            p => Some(p.parse().map_err(invalid)?),
+        };
+        let request = RotateCa {
+            ca_type: r.ca_type,
+            phase,
+            manual: r.manual,
+            grace_period: r.grace_period_seconds.map(std::time::Duration::from_secs),
+        };
+        let cas = self.core.rotate_ca(&c, request).await?;
+        ok(v1::RotateCaResponse {
+            cert_authorities: cas.into_iter().map(Into::into).collect(),
+        })
     }
 
     async fn get_cert_authorities(
         &self,
-        _req: Request<v1::GetCertAuthoritiesRequest>,
+        req: Request<v1::GetCertAuthoritiesRequest>,
     ) -> R<v1::CertAuthorities> {
-        Err(Status::unimplemented("GetCertAuthorities: not yet"))
+        let c = self.caller(&req, "GetCertAuthorities").await?;
+        let cas = self.core.get_cert_authorities(&c).await?;
+        ok(v1::CertAuthorities {
+            cert_authorities: cas.into_iter().map(Into::into).collect(),
+        })
     }
 
     type WatchCertAuthoritiesStream =
@@ -338,9 +357,36 @@ impl AuthService for Api {
 
     async fn watch_cert_authorities(
         &self,
-        _req: Request<v1::GetCertAuthoritiesRequest>,
+        req: Request<v1::GetCertAuthoritiesRequest>,
     ) -> R<Self::WatchCertAuthoritiesStream> {
-        Err(Status::unimplemented("WatchCertAuthorities: not yet"))
+        let c = self.caller(&req, "WatchCertAuthorities").await?;
+        self.core.authorize_ca_watch(&c).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let core = self.core.clone();
+        let mut changed = core.cas.subscribe();
+        let mut stop = core.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                changed.mark_unchanged();
+                let msg = v1::CertAuthorities {
+                    cert_authorities: core
+                        .cert_authorities()
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                // Ends when the caller hangs up or the server stops.
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    () = tx.closed() => return,
+                    _ = stop.wait_for(|v| *v) => return,
+                }
+            }
+        });
+        ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
     async fn sign_host_cert(

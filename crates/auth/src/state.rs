@@ -33,7 +33,10 @@ use crate::error::{AuthError, Result};
 
 /// Key of the cluster's identity record.
 pub const CLUSTER_NAME_KEY: &str = "/cluster/name";
-/// Key of the CA key material.
+/// Prefix of the CA key material.
+pub const CAS: &str = "/cas/";
+/// Key of the CA key material (every CA type with its rotation status, one record so that
+/// a phase change of several types is one compare-and-swap).
 pub const CA_KEY: &str = "/cas/cluster";
 /// Prefix of roles.
 pub const ROLES: &str = "/roles/";

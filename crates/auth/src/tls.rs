@@ -20,7 +20,7 @@ use std::time::Duration;
 use machine_id_mint::{CaSigner, PrivateKey, Suite};
 use machine_id_types::{AUTH_SERVER_NAME, Clock};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
@@ -66,47 +66,151 @@ pub(crate) fn server_names(listen: SocketAddr) -> (Vec<String>, Vec<IpAddr>) {
     (dns, ips)
 }
 
-/// Builds the server configuration: a server certificate minted now from the TLS CA, ALPN
-/// `h2`, client certificates requested (not required) and verified against the TLS CA.
-pub(crate) fn server_config(
-    signer: &CaSigner,
-    suite: Suite,
+/// The auth port's TLS material, replaceable while the server runs: the server certificate
+/// (re-signed whenever the CA servers present changes, a rotation phase) and the roots
+/// client certificates are verified against (every trusted TLS CA). Handshakes read the
+/// current pair; connections already open keep theirs.
+#[derive(Debug)]
+pub(crate) struct ServerTls {
+    minting: Minting,
+    current: std::sync::RwLock<Material>,
+}
+
+/// What a server certificate is made from, besides the CA.
+#[derive(Debug)]
+struct Minting {
+    key: PrivateKey,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     clock: Arc<dyn Clock>,
     listen: SocketAddr,
-) -> Result<Arc<ServerConfig>> {
-    let provider = provider();
-    let key = PrivateKey::generate(suite)?;
-    let (dns, ips) = server_names(listen);
-    let now = clock.now();
-    let cert =
-        signer.sign_server_tls_cert(&key.public_key(), &dns, &ips, now, now + SERVER_CERT_TTL)?;
-    let key_der = PrivateKeyDer::from_pem_slice(key.to_pem().as_bytes())
-        .map_err(|e| tls_err("server key", e))?;
-    let ca = CertificateDer::from(signer.tls_ca_cert_der().to_vec());
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca)
-        .map_err(|e| tls_err("TLS CA certificate", e))?;
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| tls_err("client certificate verifier", e))?;
-    let verifier = Arc::new(ClockedClientVerifier { inner, clock });
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .map_err(|e| tls_err("protocol versions", e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(cert)], key_der)
-        .map_err(|e| tls_err("server certificate", e))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+}
+
+/// One server certificate and one set of client roots.
+#[derive(Debug, Clone)]
+struct Material {
+    certified: Arc<rustls::sign::CertifiedKey>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ServerTls {
+    /// A server key of `suite` (kept for the life of the process) and the material of
+    /// `signer`.
+    pub(crate) fn new(
+        signer: &CaSigner,
+        suite: Suite,
+        clock: Arc<dyn Clock>,
+        listen: SocketAddr,
+    ) -> Result<Arc<Self>> {
+        let key = PrivateKey::generate(suite)?;
+        let minting = Minting {
+            key,
+            provider: provider(),
+            clock,
+            listen,
+        };
+        let material = minting.material(signer)?;
+        Ok(Arc::new(Self {
+            minting,
+            current: std::sync::RwLock::new(material),
+        }))
+    }
+
+    /// Re-signs the server certificate and replaces the client roots from `signer`.
+    pub(crate) fn update(&self, signer: &CaSigner) -> Result<()> {
+        let material = self.minting.material(signer)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = material;
+        Ok(())
+    }
+}
+
+impl Minting {
+    fn material(&self, signer: &CaSigner) -> Result<Material> {
+        let (dns, ips) = server_names(self.listen);
+        let now = self.clock.now();
+        let cert = signer.sign_server_tls_cert(
+            &self.key.public_key(),
+            &dns,
+            &ips,
+            now,
+            now + SERVER_CERT_TTL,
+        )?;
+        let key_der = PrivateKeyDer::Pkcs8(self.key.to_pkcs8_der().into());
+        let signing = self
+            .provider
+            .key_provider
+            .load_private_key(key_der)
+            .map_err(|e| tls_err("server key", e))?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(
+            vec![CertificateDer::from(cert)],
+            signing,
+        ));
+        let mut roots = RootCertStore::empty();
+        for (i, der) in signer.trusted_tls_certs().iter().enumerate() {
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|e| tls_err(&format!("TLS CA certificate {}", i + 1), e))?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls_err("client certificate verifier", e))?;
+        Ok(Material {
+            certified,
+            verifier,
+        })
+    }
+}
+
+impl ServerTls {
+    fn current(&self) -> Material {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The server configuration over this material: ALPN `h2` plus `extra_alpn`, client
+    /// certificates requested (not required) and verified against the current roots.
+    pub(crate) fn server_config(
+        self: &Arc<Self>,
+        extra_alpn: &[&str],
+    ) -> Result<Arc<ServerConfig>> {
+        let verifier = Arc::new(ClockedClientVerifier {
+            tls: self.clone(),
+            clock: self.minting.clock.clone(),
+        });
+        let mut config = ServerConfig::builder_with_provider(self.minting.provider.clone())
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .map_err(|e| tls_err("protocol versions", e))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        config
+            .alpn_protocols
+            .extend(extra_alpn.iter().map(|a| a.as_bytes().to_vec()));
+        Ok(Arc::new(config))
+    }
+}
+
+/// Hands every handshake the current server certificate.
+#[derive(Debug)]
+struct Resolver(Arc<ServerTls>);
+
+impl rustls::server::ResolvesServerCert for Resolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.current().certified)
+    }
 }
 
 /// Verifies client certificates with webpki at a time clamped into the certificate's own
 /// validity window (see the module docs: expiry is the auth layer's job, on its clock).
 #[derive(Debug)]
 struct ClockedClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    tls: Arc<ServerTls>,
     clock: Arc<dyn Clock>,
 }
 
@@ -125,6 +229,16 @@ fn verification_time(
     )))
 }
 
+impl ClockedClientVerifier {
+    fn provider_schemes(&self) -> Vec<SignatureScheme> {
+        self.tls
+            .minting
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 impl ClientCertVerifier for ClockedClientVerifier {
     fn offer_client_auth(&self) -> bool {
         true
@@ -135,7 +249,8 @@ impl ClientCertVerifier for ClockedClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        // Both CAs of a rotation have the same subject; hints are optional anyway.
+        &[]
     }
 
     fn verify_client_cert(
@@ -145,7 +260,10 @@ impl ClientCertVerifier for ClockedClientVerifier {
         _now: UnixTime,
     ) -> std::result::Result<ClientCertVerified, rustls::Error> {
         let at = verification_time(end_entity, self.clock.now().unix_timestamp())?;
-        self.inner.verify_client_cert(end_entity, intermediates, at)
+        self.tls
+            .current()
+            .verifier
+            .verify_client_cert(end_entity, intermediates, at)
     }
 
     fn verify_tls12_signature(
@@ -154,7 +272,10 @@ impl ClientCertVerifier for ClockedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.tls
+            .current()
+            .verifier
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -163,11 +284,14 @@ impl ClientCertVerifier for ClockedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.tls
+            .current()
+            .verifier
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider_schemes()
     }
 }
 

@@ -29,6 +29,8 @@ pub mod event_types {
     pub const ACCESS_DENIED: &str = "access.denied";
     /// A host certificate was signed.
     pub const HOST_CERT: &str = "cert.host";
+    /// A CA moved to another rotation phase (fields: CA type, old and new phase, mode).
+    pub const CA_ROTATE: &str = "ca.rotate";
     /// The proxy relayed an SSH connection to a node.
     pub const PROXY_CONNECT: &str = "proxy.connect";
     /// The proxy refused an SSH connection (unknown node, labels, identity, node down).

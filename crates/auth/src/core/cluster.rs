@@ -20,7 +20,8 @@ const MAX_EVENTS: usize = 10_000;
 /// The events SearchEvents returns when the caller names no limit.
 const DEFAULT_EVENTS: usize = 1000;
 
-/// The public half of one of the cluster's CAs, as ExportCA answers it.
+/// The public half of one of the cluster's CAs, as ExportCA answers it: every trusted key,
+/// the active one first (both sets during a rotation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CaExport {
     /// SSH CA public keys, OpenSSH lines (the user or host CA).
@@ -66,13 +67,14 @@ impl Core {
     pub async fn export_ca(&self, caller: &Caller, ca_type: &str) -> Result<CaExport> {
         self.authorize(caller, "ExportCA", kind::CERT_AUTHORITY, Verb::Read)
             .await?;
+        let signer = self.cas.signer();
         Ok(match ca_type {
             ca_kind::USER => CaExport {
-                ssh_public_keys: vec![self.signer.user_ca_openssh()],
+                ssh_public_keys: signer.trusted_user_cas().to_vec(),
                 tls_certs: vec![],
             },
             ca_kind::HOST => CaExport {
-                ssh_public_keys: vec![self.signer.host_ca_openssh()],
+                ssh_public_keys: signer.trusted_host_cas().to_vec(),
                 tls_certs: vec![],
             },
             ca_kind::TLS => CaExport {
@@ -132,9 +134,8 @@ impl Core {
             Some(ttl) => ttl.min(MAX_HOST_CERT_TTL),
         };
         let not_after = add(now, ttl);
-        let ssh_cert = self
-            .signer
-            .sign_host_ssh_cert(&subject, &principals, now, not_after)?;
+        let signer = self.cas.signer();
+        let ssh_cert = signer.sign_host_ssh_cert(&subject, &principals, now, not_after)?;
         tracing::info!(user = %caller.identity.username, principals = %principals.join(","), "host certificate signed");
         self.audit(
             event_types::HOST_CERT,
@@ -146,7 +147,7 @@ impl Core {
         .await;
         Ok(SignedHostCert {
             ssh_cert,
-            host_ca_key: self.signer.host_ca_openssh(),
+            host_ca_key: signer.host_ca_openssh(),
         })
     }
 

@@ -18,9 +18,10 @@ pub(crate) struct IssuedCerts {
     pub ssh_cert: String,
     /// The X.509 certificate, DER.
     pub tls_cert: Vec<u8>,
-    /// The cluster's TLS CA certificates, DER.
+    /// The cluster's trusted TLS CA certificates, DER (both sets during a rotation).
     pub tls_ca_certs: Vec<Vec<u8>>,
-    /// The cluster's SSH user and host CA public keys, OpenSSH lines.
+    /// The cluster's trusted SSH CA public keys, OpenSSH lines: every user CA key, then every
+    /// host CA key.
     pub ssh_ca_keys: Vec<String>,
 }
 
@@ -49,13 +50,19 @@ impl Core {
     /// Mints the SSH and X.509 certificates of `identity` for `subject`.
     pub(super) fn issue(&self, subject: &PublicKey, identity: &Identity) -> Result<IssuedCerts> {
         let now = self.clock.now();
-        let ssh_cert = self.signer.sign_user_ssh_cert(subject, identity, now)?;
-        let tls_cert = self.signer.sign_user_tls_cert(subject, identity, now)?;
+        let signer = self.cas.signer();
+        let ssh_cert = signer.sign_user_ssh_cert(subject, identity, now)?;
+        let tls_cert = signer.sign_user_tls_cert(subject, identity, now)?;
         Ok(IssuedCerts {
             ssh_cert,
             tls_cert,
-            tls_ca_certs: self.tls_ca_certs(),
-            ssh_ca_keys: vec![self.signer.user_ca_openssh(), self.signer.host_ca_openssh()],
+            tls_ca_certs: signer.trusted_tls_certs().to_vec(),
+            ssh_ca_keys: signer
+                .trusted_user_cas()
+                .iter()
+                .chain(signer.trusted_host_cas())
+                .cloned()
+                .collect(),
         })
     }
 
@@ -89,8 +96,8 @@ impl Core {
         Ok((certs, identity))
     }
 
-    /// The TLS CA certificates, DER.
+    /// Every trusted TLS CA certificate, DER, active first.
     pub fn tls_ca_certs(&self) -> Vec<Vec<u8>> {
-        vec![self.signer.tls_ca_cert_der().to_vec()]
+        self.cas.signer().trusted_tls_certs().to_vec()
     }
 }

@@ -12,7 +12,8 @@
 //!   [`join_token`] (RegisterUsingToken), [`join_iam`] (RegisterUsingIAMMethod), [`certs`]
 //!   (GenerateUserCerts: renewal and impersonation), [`resources`] (roles, tokens, users,
 //!   nodes and locks CRUD), [`bots`] (create, get, list, delete and lock bots) and
-//!   [`cluster`] (CA export, host certificates, audit search).
+//!   [`cluster`] (CA export, host certificates, audit search) and [`rotation`] (CA rotation
+//!   phases, the CAs' public view).
 //!
 //! A rule needed by two concerns moves down into the base; `tests/tests/invariants.rs`
 //! checks that no concern calls into another.
@@ -21,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use machine_id_join::{iam, token_hash};
-use machine_id_mint::CaSigner;
 use machine_id_types::{Clock, Lock, Role};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -38,6 +38,7 @@ mod issue;
 mod join_iam;
 mod join_token;
 mod resources;
+mod rotation;
 
 pub(crate) use access::Caller;
 pub(crate) use bots::{CreateBot, CreatedBot, LockBot};
@@ -46,6 +47,7 @@ pub(crate) use cluster::{CaExport, EventQuery, HostCertRequest, SignedHostCert};
 pub(crate) use issue::IssuedCerts;
 pub(crate) use join_iam::IamJoinRequest;
 pub(crate) use join_token::TokenJoinRequest;
+pub(crate) use rotation::RotateCa;
 
 /// Server-side limits and defaults taken from the configuration.
 #[derive(Debug, Clone)]
@@ -58,12 +60,15 @@ pub(crate) struct Limits {
     pub max_token_ttl: Duration,
     /// How long a connection may move no byte before it relays (the proxy's target line).
     pub idle_timeout: Duration,
+    /// The grace period of an automatic rotation that names none.
+    pub default_rotation_grace_period: Duration,
 }
 
 /// The shared state of a running auth server.
 pub(crate) struct Core {
     pub state: State,
-    pub signer: Arc<CaSigner>,
+    /// The CAs in use, replaced on every rotation phase.
+    pub cas: Arc<crate::authorities::Authorities>,
     pub cluster_name: String,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
@@ -75,6 +80,8 @@ pub(crate) struct Core {
     pub last_event_nanos: Mutex<i128>,
     /// Moves whenever a lock changes in the store, for connections that outlive a call.
     pub lock_feed: crate::revocation::LockFeed,
+    /// Turns `true` when the server is stopping, for calls that would otherwise stream on.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The per-address rate limit on audit events of unauthenticated callers.
     pub audit_limiter: crate::limits::AuditLimiter,
 }

@@ -45,6 +45,9 @@ pub(crate) const METHODS: &[(&str, &str)] = &[
     ("AuthService", "ExportCA"),
     ("AuthService", "SignHostCert"),
     ("AuthService", "SearchEvents"),
+    ("AuthService", "RotateCA"),
+    ("AuthService", "GetCertAuthorities"),
+    ("AuthService", "WatchCertAuthorities"),
     ("JoinService", "RegisterUsingToken"),
     ("JoinService", "RegisterUsingIAMMethod"),
 ];

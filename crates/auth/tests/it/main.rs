@@ -12,4 +12,5 @@ mod locks;
 mod nodes;
 mod renew;
 mod restart;
+mod rotation;
 mod support;

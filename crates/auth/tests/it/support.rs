@@ -156,6 +156,8 @@ pub async fn start_with(
     let mut config = AuthConfig::new(dir.join("data"), cluster, "127.0.0.1:0".parse().unwrap());
     config.clock = clock;
     config.storage = storage;
+    // Automatic rotations are checked often, so tests that move the fake clock see them soon.
+    config.rotation_check_interval = std::time::Duration::from_millis(100);
     AuthServer::start(config).await
 }
 
