@@ -27,6 +27,13 @@ pub(super) struct KeyRow {
     pub pin: Option<String>,
 }
 
+/// `Rotation::describe` of `ca`, with times in whole seconds.
+pub(super) fn describe(ca: &CertAuthority) -> String {
+    let mut r = ca.spec.rotation.clone();
+    r.last_rotated = r.last_rotated.map(|t| t.replace_nanosecond(0).unwrap_or(t));
+    r.describe()
+}
+
 /// The CAs in listing order (user, host, tls), whatever order the server sent.
 pub(super) fn sorted(mut cas: Vec<CertAuthority>) -> Vec<CertAuthority> {
     cas.sort_by_key(|ca| ca.spec.ca_type);
@@ -38,7 +45,7 @@ pub(super) fn key_rows(cas: &[CertAuthority]) -> Result<Vec<KeyRow>> {
     let mut rows = Vec::new();
     for ca in cas {
         let spec = &ca.spec;
-        let rotation = spec.rotation.describe();
+        let rotation = describe(ca);
         for (status, keys) in [
             ("active", &spec.active_keys),
             ("trusted", &spec.additional_trusted_keys),
@@ -122,7 +129,7 @@ pub(super) fn summary_json(cas: &[CertAuthority], rows: &[KeyRow]) -> serde_json
                 .collect();
             json!({
                 "authority": ca.spec.ca_type,
-                "rotation": r.describe(),
+                "rotation": describe(ca),
                 "state": r.state.as_str(),
                 "phase": r.phase.as_str(),
                 "mode": r.mode.as_str(),

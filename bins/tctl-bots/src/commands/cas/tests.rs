@@ -105,6 +105,26 @@ fn a_rotation_in_init_shows_the_new_key_as_trusted_with_the_phase() {
 }
 
 #[test]
+fn last_rotated_shows_whole_seconds() {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+    let mut keys = keys();
+    for p in [
+        RotationPhase::Init,
+        RotationPhase::UpdateClients,
+        RotationPhase::UpdateServers,
+        RotationPhase::Standby,
+    ] {
+        keys = keys
+            .rotate(CaType::Host, p, RotationMode::Manual, None, "r1", at)
+            .unwrap();
+    }
+    assert_eq!(
+        describe(&keys.cert_authority(CaType::Host)),
+        "standby (last rotated: 2023-11-14T22:13:20Z)"
+    );
+}
+
+#[test]
 fn the_yaml_of_a_ca_holds_no_private_key() {
     let keys = keys()
         .rotate(
