@@ -188,7 +188,10 @@ fn confirm(types: &[CaType]) -> Result<()> {
     );
     let mut answer = String::new();
     let read = std::io::stdin().lock().read_line(&mut answer).unwrap_or(0);
-    eprintln!();
+    if !answer.ends_with('\n') {
+        // No line was typed (no terminal, or end of input): end the prompt's line.
+        eprintln!();
+    }
     if read > 0 && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         return Ok(());
     }
