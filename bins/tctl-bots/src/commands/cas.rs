@@ -4,7 +4,7 @@
 //! YAML or JSON (public parts only: the resource never holds a private key).
 
 use crate::Format;
-use crate::output::{json, print, render};
+use crate::output::{print, print_serialized, render};
 use anyhow::{Context, Result};
 use machine_id_mint::{CaPin, cert_fingerprint, certs_from_pem, ssh_fingerprint};
 use machine_id_types::{CaType, CertAuthority};
@@ -146,19 +146,8 @@ pub(super) fn summary_json(cas: &[CertAuthority], rows: &[KeyRow]) -> serde_json
 pub(super) fn print_cas(cas: &[CertAuthority], format: Format, single: bool) -> Result<()> {
     match format {
         Format::Text => print(&table(&key_rows(cas)?)),
-        Format::Json => {
-            let v = match cas {
-                [one] if single => serde_json::to_value(one)?,
-                _ => serde_json::to_value(cas)?,
-            };
-            print(&json(&v))
-        }
-        Format::Yaml => print(
-            &cas.iter()
-                .map(serde_norway::to_string)
-                .collect::<Result<Vec<_>, _>>()?
-                .join("---\n"),
-        ),
+        Format::Json => print_serialized(cas, false, single),
+        Format::Yaml => print_serialized(cas, true, single),
     }
 }
 
