@@ -758,7 +758,11 @@ mod tests {
         assert_eq!(s.trusted_user_cas().len(), 2);
         assert_eq!(s.user_ca_openssh(), old_user);
         assert_eq!(s.trusted_host_cas().len(), 1, "the host CA was not rotated");
-        assert_eq!(s.server_chain().len(), 1, "the serving CA cross-certified by the new one");
+        assert_eq!(
+            s.server_chain().len(),
+            1,
+            "the serving CA cross-certified by the new one"
+        );
         assert_eq!(signed_by(&s.server_chain()[0], s.trusted_tls_certs()), 1);
         let new_tls = s.trusted_tls_certs()[1].clone();
         assert_ne!(new_tls, old_tls);
