@@ -531,21 +531,32 @@ async fn a_phase_made_on_one_server_is_in_force_on_the_other_within_a_second() {
     };
     let a = TestServer::start_on(storage.clone()).await;
     let b = TestServer::start_on(storage).await;
+    // B's view, as its clients see it: a watch on B opened before the rotation.
+    let mut watch_b = b
+        .admin()
+        .await
+        .watch_cert_authorities(v1::GetCertAuthoritiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    watch_b.message().await.unwrap().unwrap();
     for phase in ["init", "update_clients", "update_servers"] {
-        rotate(&a, "all", phase).await.unwrap();
         let t0 = Instant::now();
-        let want = cas(&a).await;
-        loop {
-            // Through B's admin identity, which B rewrote for the new CAs.
-            if cas(&b).await == want {
-                break;
+        let moved = rotate(&a, "all", phase).await.unwrap();
+        let seen = loop {
+            let left = Duration::from_secs(1).saturating_sub(t0.elapsed());
+            let next = tokio::time::timeout(left, watch_b.message())
+                .await
+                .unwrap_or_else(|_| panic!("B did not see {phase} within 1 s of the call"))
+                .unwrap()
+                .unwrap()
+                .cert_authorities;
+            if phase_of(&next, "tls") == phase {
+                break next;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(1),
-                "B did not see {phase} within 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        assert_eq!(seen, moved, "B installed exactly what A wrote");
+        assert_eq!(cas(&b).await, moved);
     }
     // B presents the new CA too, and a bot renewed on A is accepted by B.
     let new_tls = cluster_cas(&a).await[0].clone();
