@@ -97,12 +97,19 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// A real OpenSSH `sshd` on `127.0.0.1`, a node of the cluster: `TrustedUserCAKeys` is the
 /// cluster's user CA (`tctl auth export --type=user`), its host key and certificate come from
 /// `tctl auth sign --host=NAME --format=openssh`. Killed when dropped.
+///
+/// The host key and certificate live in `hostkey/`, a symlink to a directory of its own, so
+/// that [`Sshd::resign_host`] swaps both at once (one rename) while sshd serves: each
+/// connection's re-executed sshd reads them afresh, and never a new key with an old
+/// certificate.
 #[derive(Debug)]
 pub struct Sshd {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
     dir: PathBuf,
+    name: String,
+    signed: std::sync::atomic::AtomicU32,
 }
 
 /// Where `sshd` lives on Debian.
@@ -117,23 +124,14 @@ impl Sshd {
         );
         std::fs::create_dir_all(dir).expect("sshd dir");
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-        let user_ca = auth.tctl(&["auth", "export", "--type=user"]).success();
-        std::fs::write(dir.join("user_ca.pub"), user_ca).expect("user CA file");
-        let prefix = dir.join("node");
-        auth.tctl(&[
-            "auth",
-            "sign",
-            &format!("--host={name}"),
-            "--format=openssh",
-            &format!("--out={}", prefix.display()),
-        ])
-        .success();
         let port = free_port();
         let config = dir.join("sshd_config");
+        install_user_cas_in(auth, dir);
+        sign_host_in(auth, name, dir, 0);
         std::fs::write(
             &config,
             format!(
-                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/node\nHostCertificate {d}/node-cert.pub\n\
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/hostkey/node\nHostCertificate {d}/hostkey/node-cert.pub\n\
                  TrustedUserCAKeys {d}/user_ca.pub\nAuthorizedKeysFile none\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n\
                  MaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
@@ -157,6 +155,8 @@ impl Sshd {
             child,
             addr,
             dir: dir.to_path_buf(),
+            name: name.to_string(),
+            signed: std::sync::atomic::AtomicU32::new(0),
         };
         let started = Instant::now();
         while TcpStream::connect(&node.addr).is_err() {
@@ -174,10 +174,53 @@ impl Sshd {
         node
     }
 
+    /// Writes what `tctl auth export --type=user` prints now (every trusted user CA key) to
+    /// the node's `TrustedUserCAKeys` file, replacing it in one rename.
+    pub fn install_user_cas(&self, auth: &AuthServer) {
+        install_user_cas_in(auth, &self.dir);
+    }
+
+    /// Signs a new host key and certificate with `tctl auth sign` (the host CA's active key)
+    /// and switches the node to them in one rename, while sshd serves.
+    pub fn resign_host(&self, auth: &AuthServer) {
+        let n = self
+            .signed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        sign_host_in(auth, &self.name, &self.dir, n);
+    }
+
     /// sshd's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
+}
+
+/// `tctl auth export --type=user` into `dir/user_ca.pub`, by rename.
+fn install_user_cas_in(auth: &AuthServer, dir: &Path) {
+    let user_ca = auth.tctl(&["auth", "export", "--type=user"]).success();
+    let tmp = dir.join("user_ca.pub.tmp");
+    std::fs::write(&tmp, user_ca).expect("user CA file");
+    std::fs::rename(&tmp, dir.join("user_ca.pub")).expect("user CA file in place");
+}
+
+/// `tctl auth sign --host=NAME` into `dir/hostkey-N/node`, then `dir/hostkey` pointed at it
+/// by one rename.
+fn sign_host_in(auth: &AuthServer, name: &str, dir: &Path, n: u32) {
+    let keys = dir.join(format!("hostkey-{n}"));
+    std::fs::create_dir_all(&keys).expect("host key dir");
+    auth.tctl(&[
+        "auth",
+        "sign",
+        &format!("--host={name}"),
+        "--format=openssh",
+        &format!("--out={}", keys.join("node").display()),
+    ])
+    .success();
+    let link = dir.join(format!("hostkey-{n}.link"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&keys, &link).expect("host key symlink");
+    std::fs::rename(&link, dir.join("hostkey")).expect("host key symlink in place");
 }
 
 impl Drop for Sshd {

@@ -1,19 +1,22 @@
 //! One module per command group; each calls the client and formats the answer. This module
 //! dispatches a parsed command and holds what the groups share: connecting with the admin
-//! identity, bounded file reads, TTL parsing and the CA pins.
+//! identity, bounded file reads, TTL parsing and the CA pins. `auth rotate`'s flags are
+//! checked before connecting.
 
 mod auth;
 mod bots;
+mod cas;
 mod events;
 mod instructions;
 mod locks;
 mod nodes;
 mod resources;
+mod rotate;
 mod status;
 mod tables;
 mod tokens;
 
-use crate::{Cli, Command, EventsCommand};
+use crate::{AuthCommand, Cli, Command, EventsCommand};
 use anyhow::{Context, Result, bail};
 use machine_id_client::{CaPin, Client, ClientIdentity, ca_pins};
 use machine_id_types::duration;
@@ -22,6 +25,13 @@ use std::time::Duration;
 
 /// Runs one command.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
+    // `tctl auth rotate` checks its flags before connecting, so a mistake is reported
+    // without sending anything (with the CAs' phases, when the mistake was the phase).
+    if let Command::Auth(AuthCommand::Rotate(args)) = &cli.command
+        && let Err(e) = rotate::check(args)
+    {
+        return Err(rotate::explain(e, &cli).await);
+    }
     let client = connect(&cli).await?;
     let addr = cli.auth_server.as_str();
     match cli.command {

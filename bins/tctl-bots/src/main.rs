@@ -55,15 +55,17 @@ pub(crate) enum Format {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Show the cluster name, CA pins and CA fingerprints.
+    /// Show the cluster name, CA pins, CA fingerprints and each CA's rotation state.
     Status {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Show resources: KIND (roles, tokens, bots, nodes, locks, users) or KIND/NAME.
+    /// Show resources: KIND (roles, tokens, bots, nodes, locks, users, cert_authorities) or
+    /// KIND/NAME.
     Get {
-        /// `roles`, `roles/NAME`, `tokens`, `bots`, `nodes`, `locks`, `users`, ...
+        /// `roles`, `roles/NAME`, `tokens`, `bots`, `nodes`, `locks`, `users`,
+        /// `cert_authorities` (`cas`), `cert_authority/user`, ...
         resource: String,
         /// Output format (default: text for a list, yaml for one resource).
         #[arg(long, value_enum)]
@@ -91,7 +93,7 @@ pub(crate) enum Command {
     /// Manage SSH nodes.
     #[command(subcommand)]
     Nodes(NodesCommand),
-    /// Export CAs and sign host certificates.
+    /// Export CAs, sign host certificates and rotate CAs.
     #[command(subcommand)]
     Auth(AuthCommand),
     /// Manage locks.
@@ -224,6 +226,35 @@ pub(crate) enum AuthCommand {
         #[arg(long, default_value = "12h")]
         ttl: String,
     },
+    /// Rotate CAs: move a manual rotation to a phase (`--manual --phase=PHASE`), or start an
+    /// automatic one (`--grace-period=DUR`).
+    Rotate(RotateArgs),
+}
+
+/// `tctl auth rotate`. The flags are checked by the command (not by the parser) so every
+/// mistake is an `ERROR:` line naming the allowed values, with exit code 1.
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The CAs to rotate: user, host, tls or all.
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// The phase to move to (with --manual): init, update_clients, update_servers, standby
+    /// or rollback.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// A manual rotation: the operator moves every phase with --phase.
+    #[arg(long)]
+    pub manual: bool,
+    /// Start an automatic rotation: the auth servers move to update_clients, update_servers
+    /// and standby at thirds of this period (e.g. 48h). 0 replaces the keys at once.
+    #[arg(long)]
+    pub grace_period: Option<String>,
+    /// Do not ask for confirmation (of --grace-period=0).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Output format: text, or the CAs as they are after the change (yaml, json).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Debug, Subcommand)]

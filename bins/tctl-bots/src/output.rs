@@ -1,4 +1,4 @@
-//! Formatting helpers: times, tables, stdout that tolerates a closed pipe.
+//! Formatting helpers: times, tables, JSON and YAML, stdout that tolerates a closed pipe.
 
 use machine_id_types::table;
 use time::OffsetDateTime;
@@ -14,6 +14,29 @@ pub(crate) fn json(value: &serde_json::Value) -> String {
     let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// Prints `items` as YAML documents (`---`-separated) when `yaml`, else as JSON: one object
+/// when `single` and there is one, an array otherwise.
+pub(crate) fn print_serialized<T: serde::Serialize>(
+    items: &[T],
+    yaml: bool,
+    single: bool,
+) -> anyhow::Result<()> {
+    if yaml {
+        return print(
+            &items
+                .iter()
+                .map(serde_norway::to_string)
+                .collect::<Result<Vec<_>, _>>()?
+                .join("---\n"),
+        );
+    }
+    let v = match items {
+        [one] if single => serde_json::to_value(one)?,
+        _ => serde_json::to_value(items)?,
+    };
+    print(&json(&v))
 }
 
 /// RFC 3339, or `never`.

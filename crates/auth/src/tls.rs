@@ -140,10 +140,13 @@ impl Minting {
             .key_provider
             .load_private_key(key_der)
             .map_err(|e| tls_err("server key", e))?;
-        let certified = Arc::new(rustls::sign::CertifiedKey::new(
-            vec![CertificateDer::from(cert)],
-            signing,
-        ));
+        // During a TLS CA rotation the chain carries a cross-certificate, so clients that
+        // trust only the other CA (one CA pin) verify the server as well.
+        let chain = std::iter::once(cert)
+            .chain(signer.server_chain().iter().cloned())
+            .map(CertificateDer::from)
+            .collect();
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, signing));
         let mut roots = RootCertStore::empty();
         for (i, der) in signer.trusted_tls_certs().iter().enumerate() {
             roots

@@ -448,6 +448,9 @@ pub struct CaSigner {
     tls: TlsSigner,
     /// Signs the servers' own TLS certificates; `None` when that is `tls`.
     server_tls: Option<TlsSigner>,
+    /// During a TLS CA rotation: the CA that signs server certificates, cross-certified by
+    /// each other trusted TLS CA (DER), for servers to present after their leaf.
+    server_chain: Vec<Vec<u8>>,
     user_ca_openssh: String,
     host_ca_openssh: String,
     trusted_user: Vec<String>,
@@ -498,6 +501,18 @@ impl CaSigner {
         let openssh = |set: &KeySet<KeyPair>| -> Vec<String> {
             set.all().map(|k| k.public_key().to_openssh()).collect()
         };
+        let serving = server_tls.as_ref().unwrap_or(&tls);
+        let mut server_chain = Vec::new();
+        for other in keys.tls.all() {
+            if other.cert_der != serving.cert_der {
+                let issuer = CaKey::new(&other.key)?;
+                server_chain.push(x509::cross_cert(
+                    &issuer,
+                    &other.cert_der,
+                    &serving.cert_der,
+                )?);
+            }
+        }
         Ok(Self {
             cluster_name: keys.cluster_name.clone(),
             user_ca_openssh: user.public().to_openssh(),
@@ -506,6 +521,7 @@ impl CaSigner {
             host,
             tls,
             server_tls,
+            server_chain,
             trusted_user: openssh(&keys.user),
             trusted_host: openssh(&keys.host),
             trusted_tls: keys.tls.all().map(|t| t.cert_der.clone()).collect(),
@@ -551,6 +567,14 @@ impl CaSigner {
     /// client-certificate roots, what CA pins are over).
     pub fn trusted_tls_certs(&self) -> &[Vec<u8>] {
         &self.trusted_tls
+    }
+
+    /// What a server presents after its leaf certificate: during a rotation of the TLS CA,
+    /// the CA that signs server certificates cross-certified by the other one (DER), so a
+    /// client that trusts only one of the two CAs (a bot given one CA pin) verifies the
+    /// server in every phase; empty otherwise.
+    pub fn server_chain(&self) -> &[Vec<u8>] {
+        &self.server_chain
     }
 
     /// The rotation status of CA `ca` this signer was built from.
@@ -734,6 +758,12 @@ mod tests {
         assert_eq!(s.trusted_user_cas().len(), 2);
         assert_eq!(s.user_ca_openssh(), old_user);
         assert_eq!(s.trusted_host_cas().len(), 1, "the host CA was not rotated");
+        assert_eq!(
+            s.server_chain().len(),
+            1,
+            "the serving CA cross-certified by the new one"
+        );
+        assert_eq!(signed_by(&s.server_chain()[0], s.trusted_tls_certs()), 1);
         let new_tls = s.trusted_tls_certs()[1].clone();
         assert_ne!(new_tls, old_tls);
 
@@ -787,6 +817,7 @@ mod tests {
         let done = rotate(&us, CaType::Tls, RotationPhase::Standby);
         let s = done.signer().expect("signer");
         assert_eq!(s.trusted_tls_certs(), &[new_tls.clone()][..]);
+        assert!(s.server_chain().is_empty());
         assert!(done.rotation(CaType::Tls).last_rotated.is_some());
         assert_eq!(
             done.rotation(CaType::User).phase,

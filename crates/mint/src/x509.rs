@@ -218,6 +218,59 @@ pub(crate) fn ca_cert(
     sign(signer, &tbs)
 }
 
+/// A cross-certificate: the CA of `subject_cert_der` (its name, key and validity), issued by
+/// `issuer` (whose own certificate is `issuer_cert_der`). A server presenting it after its
+/// leaf is verifiable by clients that trust either CA; CA rotation uses it so that a
+/// client pinned to the old TLS CA and one pinned to the new both reach the servers in
+/// every phase.
+pub(crate) fn cross_cert(
+    issuer: &CaKey,
+    issuer_cert_der: &[u8],
+    subject_cert_der: &[u8],
+) -> Result<Vec<u8>, MintError> {
+    let subject = x509_cert::Certificate::from_der(subject_cert_der)
+        .map_err(|e| MintError::InvalidCaKeys(format!("tls ca certificate: {e}")))?
+        .tbs_certificate;
+    let (issuer_name, issuer_key_id) = issuer_of(issuer_cert_der, issuer.public())?;
+    let ski = subject
+        .get::<SubjectKeyIdentifier>()
+        .ok()
+        .flatten()
+        .map(|(_, ski)| ski)
+        .ok_or_else(|| {
+            MintError::InvalidCaKeys("tls ca certificate: no subject key identifier".into())
+        })?;
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: random_serial()?,
+        signature: issuer.x509_alg().clone(),
+        issuer: issuer_name,
+        validity: subject.validity,
+        subject: subject.subject,
+        subject_public_key_info: subject.subject_public_key_info,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(vec![
+            ext(
+                true,
+                &BasicConstraints {
+                    ca: true,
+                    path_len_constraint: None,
+                },
+            )?,
+            ext(
+                true,
+                &KeyUsage(
+                    KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature,
+                ),
+            )?,
+            ext(false, &ski)?,
+            ext(false, &authority_key_id(&issuer_key_id)?)?,
+        ]),
+    };
+    sign(issuer, &tbs)
+}
+
 fn subject_key_id(public: &PublicKey) -> Result<SubjectKeyIdentifier, MintError> {
     OctetString::new(key_id(public))
         .map(SubjectKeyIdentifier)

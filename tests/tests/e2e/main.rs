@@ -13,6 +13,7 @@ mod join;
 mod limits;
 mod nodes_locks_events;
 mod roles;
+mod rotation;
 mod server_config;
 mod tokens;
 mod tsh;

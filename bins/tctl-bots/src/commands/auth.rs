@@ -1,5 +1,7 @@
-//! `tctl auth`: export a CA (`export`) and have the host CA sign a host key made here
-//! (`sign`), written atomically through `machine_id_destination::write_private_file`.
+//! `tctl auth`: export a CA (`export`: every trusted key, so during a rotation both), have
+//! the host CA sign a host key made here (`sign`, written atomically through
+//! `machine_id_destination::write_private_file`), and rotate CAs (`rotate`, in
+//! [`super::rotate`]).
 
 use super::parse_ttl;
 use crate::AuthCommand;
@@ -24,6 +26,10 @@ pub(super) async fn run(client: &Client, cmd: AuthCommand) -> Result<()> {
             out,
             ttl,
         } => sign(client, &host, &format, &out, &ttl).await,
+        AuthCommand::Rotate(args) => {
+            let plan = super::rotate::check(&args).map_err(|e| anyhow::anyhow!(e.message))?;
+            super::rotate::rotate(client, plan).await
+        }
     }
 }
 

@@ -1,13 +1,16 @@
 //! `tctl get`, `tctl create` and `tctl rm`: any resource kind (and bots), addressed as KIND or
-//! KIND/NAME, through the client's generic resource calls.
+//! KIND/NAME, through the client's generic resource calls. Certificate authorities
+//! (`cert_authorities`, `cas`; KIND/NAME names a CA type) are read-only here: they change
+//! only through `tctl auth rotate`.
 
+use super::cas::{print_cas, sorted};
 use super::tables::{print_bots, print_resources};
 use super::{MAX_RESOURCE_FILE, read_bounded};
 use crate::Format;
 use crate::output::print;
 use anyhow::{Result, anyhow, bail};
 use machine_id_client::Client;
-use machine_id_types::{JoinMethod, Resource, ResourceKind, parse_resources};
+use machine_id_types::{CaType, JoinMethod, Resource, ResourceKind, parse_resources};
 use std::path::Path;
 
 /// What `tctl get` and `tctl rm` address.
@@ -15,7 +18,14 @@ use std::path::Path;
 enum Target {
     Resource(ResourceKind),
     Bot,
+    CertAuthority,
 }
+
+/// The names `tctl get` takes for certificate authorities.
+const CA_KINDS: [&str; 4] = ["cert_authority", "cert_authorities", "cas", "ca"];
+
+/// Why a certificate authority is not written with `tctl create` or `tctl rm`.
+const CA_READ_ONLY: &str = "certificate authorities are managed by the auth server and change only through a rotation: use tctl auth rotate --type=user|host|tls|all (see tctl auth rotate --help)";
 
 fn parse_target(s: &str) -> Result<(Target, Option<String>)> {
     let (kind, name) = match s.split_once('/') {
@@ -24,10 +34,11 @@ fn parse_target(s: &str) -> Result<(Target, Option<String>)> {
         None => (s, None),
     };
     let target = match kind.trim_end_matches('s') {
+        _ if CA_KINDS.contains(&kind) => Target::CertAuthority,
         "bot" => Target::Bot,
         _ => Target::Resource(ResourceKind::parse(kind).ok_or_else(|| {
             anyhow!(
-                "unknown resource kind {kind:?}; expected one of roles, tokens, bots, nodes, locks, users (e.g. roles or roles/access)"
+                "unknown resource kind {kind:?}; expected one of roles, tokens, bots, nodes, locks, users, cert_authorities (e.g. roles or roles/access)"
             )
         })?),
     };
@@ -46,6 +57,17 @@ pub(super) async fn get(client: &Client, what: &str, format: Option<Format>) -> 
                 None => client.list_bots().await?,
             };
             return print_bots(&bots, format, single);
+        }
+        Target::CertAuthority => {
+            let cas = sorted(client.get_cert_authorities().await?);
+            let cas = match &name {
+                Some(n) => {
+                    let t: CaType = n.parse()?;
+                    cas.into_iter().filter(|ca| ca.spec.ca_type == t).collect()
+                }
+                None => cas,
+            };
+            return print_cas(&cas, format, single);
         }
         Target::Resource(kind) => kind,
     };
@@ -79,6 +101,7 @@ pub(super) async fn create(client: &Client, file: &Path, force: bool) -> Result<
                 file.display()
             )
         })?;
+    refuse_cert_authorities(&text, file)?;
     let resources = parse_resources(&text, &file.display().to_string())?;
     // Check everything before writing anything, so a refused document leaves nothing half
     // done.
@@ -116,12 +139,31 @@ pub(super) async fn create(client: &Client, file: &Path, force: bool) -> Result<
     print(&out)
 }
 
+/// Refuses a resource file holding a certificate authority (which `parse_resources` would
+/// call an unknown kind), pointing at `tctl auth rotate`.
+fn refuse_cert_authorities(text: &str, file: &Path) -> Result<()> {
+    use serde::Deserialize;
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        // A document that does not parse is reported by `parse_resources`.
+        let Ok(value) = serde_norway::Value::deserialize(doc) else {
+            return Ok(());
+        };
+        if let Some(kind) = value.get("kind").and_then(|k| k.as_str())
+            && CA_KINDS.contains(&kind)
+        {
+            bail!("{}: document {}: {CA_READ_ONLY}", file.display(), i + 1);
+        }
+    }
+    Ok(())
+}
+
 /// `tctl rm KIND/NAME`. A node is named by id or host name.
 pub(super) async fn rm(client: &Client, what: &str) -> Result<()> {
     let (target, name) = parse_target(what)?;
     let name =
         name.ok_or_else(|| anyhow!("name the resource to delete as KIND/NAME, e.g. roles/dev"))?;
     let message = match target {
+        Target::CertAuthority => bail!("{CA_READ_ONLY}"),
         Target::Bot => {
             client.delete_bot(&name).await?;
             format!("Bot {name:?} deleted successfully.\n")
@@ -156,5 +198,23 @@ mod tests {
         );
         assert_eq!(parse_target("bots").unwrap(), (Target::Bot, None));
         assert!(parse_target("clusters").is_err());
+        for kind in CA_KINDS {
+            assert_eq!(parse_target(kind).unwrap(), (Target::CertAuthority, None));
+        }
+        assert_eq!(
+            parse_target("cert_authority/user").unwrap(),
+            (Target::CertAuthority, Some("user".into()))
+        );
+    }
+
+    #[test]
+    fn a_cert_authority_file_is_refused_with_a_pointer_at_rotate() {
+        let text = "kind: role\nversion: v1\nmetadata:\n  name: a\n---\nkind: cert_authority\nversion: v2\nmetadata:\n  name: example.com\n";
+        let e = refuse_cert_authorities(text, Path::new("ca.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("document 2"), "{e}");
+        assert!(e.contains("tctl auth rotate"), "{e}");
+        refuse_cert_authorities("kind: role\n", Path::new("r.yaml")).unwrap();
     }
 }

@@ -1,5 +1,7 @@
-//! `tctl status`: the cluster name, version, CA pins and CA fingerprints.
+//! `tctl status`: the cluster name, version, CA pins (one per trusted TLS CA, so two during
+//! a rotation), CA fingerprints, and the table of every CA key with its rotation state.
 
+use super::cas::{key_rows, sorted, summary_json, table};
 use super::pins;
 use crate::Format;
 use crate::output::{json, print};
@@ -33,6 +35,8 @@ pub(super) async fn status(client: &Client, format: Format) -> Result<()> {
         .map(|d| cert_fingerprint(d))
         .collect();
     let pins: Vec<String> = pins.iter().map(ToString::to_string).collect();
+    let cas = sorted(client.get_cert_authorities().await?);
+    let rows = key_rows(&cas)?;
     if format == Format::Json {
         return print(&json(&json!({
             "cluster_name": ping.cluster_name,
@@ -41,6 +45,7 @@ pub(super) async fn status(client: &Client, format: Format) -> Result<()> {
             "auth_server": client.addr(),
             "ca_pins": pins,
             "ca_fingerprints": {"user": user, "host": host, "tls": tls},
+            "cert_authorities": summary_json(&cas, &rows),
         })));
     }
     let mut out = format!(
@@ -65,5 +70,7 @@ pub(super) async fn status(client: &Client, format: Format) -> Result<()> {
     for f in &tls {
         out.push_str(&format!("  tls (X.509):   {f}\n"));
     }
+    out.push('\n');
+    out.push_str(&table(&rows));
     print(&out)
 }

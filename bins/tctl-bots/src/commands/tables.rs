@@ -1,7 +1,7 @@
 //! How resources and bots print: text tables, YAML documents or JSON.
 
 use crate::Format;
-use crate::output::{json, print, render, time_or_never};
+use crate::output::{json, print, print_serialized, render, time_or_never};
 use anyhow::Result;
 use machine_id_types::{Bot, JoinMethod, Lock, Node, ProvisionToken, Resource, ResourceKind, User};
 
@@ -141,19 +141,7 @@ pub(super) fn print_bots(bots: &[Bot], format: Format, single: bool) -> Result<(
             let rows: Vec<[String; 3]> = bots.iter().map(bot_row).collect();
             print(&render(["Bot", "User", "Roles"], &rows))
         }
-        Format::Json => {
-            let v = match bots {
-                [one] if single => serde_json::to_value(one)?,
-                _ => serde_json::to_value(bots)?,
-            };
-            print(&json(&v))
-        }
-        Format::Yaml => print(
-            &bots
-                .iter()
-                .map(serde_norway::to_string)
-                .collect::<Result<Vec<_>, _>>()?
-                .join("---\n"),
-        ),
+        Format::Json => print_serialized(bots, false, single),
+        Format::Yaml => print_serialized(bots, true, single),
     }
 }

@@ -197,17 +197,33 @@ impl Core {
                 return Ok(None);
             }
             let now = self.clock.now();
-            let mut next = current.clone();
-            for t in &m.types {
-                next = next
-                    .rotate(*t, m.to, m.mode, m.grace_period, &id, now)
-                    .map_err(|e| match e {
-                        machine_id_mint::MintError::Rotation(r) => AuthError::FailedPrecondition(
-                            format!("the {t} CA: {r}; nothing was changed (see tctl status)"),
-                        ),
-                        other => AuthError::from(other),
-                    })?;
-            }
+            // Key generation (RSA for the legacy suite) stays off the async workers.
+            let (types, to, mode, grace, rid, from) = (
+                m.types.clone(),
+                m.to,
+                m.mode,
+                m.grace_period,
+                id.clone(),
+                current.clone(),
+            );
+            let next = tokio::task::spawn_blocking(move || {
+                let mut next = from;
+                for t in &types {
+                    next = next
+                        .rotate(*t, to, mode, grace, &rid, now)
+                        .map_err(|e| match e {
+                            machine_id_mint::MintError::Rotation(r) => {
+                                AuthError::FailedPrecondition(format!(
+                                    "the {t} CA: {r}; nothing was changed (see tctl status)"
+                                ))
+                            }
+                            other => AuthError::from(other),
+                        })?;
+                }
+                Ok::<_, AuthError>(next)
+            })
+            .await
+            .map_err(|e| AuthError::Internal(format!("CA rotation task failed: {e}")))??;
             let written = self
                 .state
                 .uncached

@@ -69,9 +69,70 @@ async fn export(ts: &TestServer, ca_type: &str) -> v1::ExportCaResponse {
         .into_inner()
 }
 
-/// Whether a TLS connection that trusts only `ca` (DER) to verify the server succeeds: the
-/// server presents a certificate of that CA.
+/// Whether the server's leaf certificate was issued by `ca` (DER): its authority key id is
+/// the CA's subject key id. Read from a TLS connection that trusts every trusted CA.
 async fn server_presents(ts: &TestServer, ca: &[u8]) -> bool {
+    let chain = served_chain(ts).await;
+    authority_key_id(&chain[0]) == subject_key_id(ca)
+}
+
+fn subject_key_id(der: &[u8]) -> Vec<u8> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    c.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn authority_key_id(der: &[u8]) -> Vec<u8> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    c.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(k) => {
+                k.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// The certificates the server presents (leaf first), over TLS trusting every trusted CA.
+async fn served_chain(ts: &TestServer) -> Vec<Vec<u8>> {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for der in cluster_cas(ts).await {
+        roots.add(CertificateDer::from(der)).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(ts.server().local_addr())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(AUTH_SERVER_NAME).unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// Whether a TLS connection that trusts only `ca` (DER) verifies the server and gets an
+/// answer (a client given one CA pin).
+async fn verifies_with_only(ts: &TestServer, ca: &[u8]) -> bool {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(cert_der_to_pem(ca)))
         .domain_name(AUTH_SERVER_NAME);
@@ -133,6 +194,11 @@ async fn a_manual_rotation_signs_then_serves_with_the_new_keys_and_drops_the_old
     );
     assert!(server_presents(&ts, &old_tls[0]).await);
     assert!(!server_presents(&ts, &new_tls).await);
+    // A client that trusts either CA alone (one CA pin) verifies the server: the new CA
+    // cross-certifies the old one in the chain.
+    assert_eq!(served_chain(&ts).await.len(), 2);
+    assert!(verifies_with_only(&ts, &old_tls[0]).await);
+    assert!(verifies_with_only(&ts, &new_tls).await);
 
     // update_clients: the new keys sign; servers still present the old CA.
     rotate(&ts, "all", "update_clients").await.unwrap();
@@ -155,11 +221,13 @@ async fn a_manual_rotation_signs_then_serves_with_the_new_keys_and_drops_the_old
         "servers move only at update_servers"
     );
     assert!(!server_presents(&ts, &new_tls).await);
+    assert!(verifies_with_only(&ts, &old_tls[0]).await && verifies_with_only(&ts, &new_tls).await);
 
     // update_servers: servers present the new CA; the old one is still trusted.
     rotate(&ts, "all", "update_servers").await.unwrap();
     assert!(server_presents(&ts, &new_tls).await);
     assert!(!server_presents(&ts, &old_tls[0]).await);
+    assert!(verifies_with_only(&ts, &old_tls[0]).await && verifies_with_only(&ts, &new_tls).await);
     assert!(
         accepted(&ts, &before).await,
         "a certificate of the old CA is still accepted"
@@ -463,21 +531,32 @@ async fn a_phase_made_on_one_server_is_in_force_on_the_other_within_a_second() {
     };
     let a = TestServer::start_on(storage.clone()).await;
     let b = TestServer::start_on(storage).await;
+    // B's view, as its clients see it: a watch on B opened before the rotation.
+    let mut watch_b = b
+        .admin()
+        .await
+        .watch_cert_authorities(v1::GetCertAuthoritiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    watch_b.message().await.unwrap().unwrap();
     for phase in ["init", "update_clients", "update_servers"] {
-        rotate(&a, "all", phase).await.unwrap();
         let t0 = Instant::now();
-        let want = cas(&a).await;
-        loop {
-            // Through B's admin identity, which B rewrote for the new CAs.
-            if cas(&b).await == want {
-                break;
+        let moved = rotate(&a, "all", phase).await.unwrap();
+        let seen = loop {
+            let left = Duration::from_secs(1).saturating_sub(t0.elapsed());
+            let next = tokio::time::timeout(left, watch_b.message())
+                .await
+                .unwrap_or_else(|_| panic!("B did not see {phase} within 1 s of the call"))
+                .unwrap()
+                .unwrap()
+                .cert_authorities;
+            if phase_of(&next, "tls") == phase {
+                break next;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(1),
-                "B did not see {phase} within 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        assert_eq!(seen, moved, "B installed exactly what A wrote");
+        assert_eq!(cas(&b).await, moved);
     }
     // B presents the new CA too, and a bot renewed on A is accepted by B.
     let new_tls = cluster_cas(&a).await[0].clone();
