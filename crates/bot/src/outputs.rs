@@ -12,7 +12,7 @@ use machine_id_destination::{
     Artifacts, Destination, DirectoryDestination, HostCaKey, SshConfigParams, SymlinkPolicy,
     known_hosts, ssh_config,
 };
-use machine_id_mint::{certs_from_pem, parse_tls_identity};
+use machine_id_mint::{PrivateKey, certs_from_pem, parse_tls_identity};
 use machine_id_types::Clock;
 use rustls::sign::CertifiedKey;
 
@@ -219,7 +219,14 @@ impl Outputs {
         let host_ca_keys = host_ca_keys(&client, bot).await;
         let mut default_roles: Option<Vec<String>> = None;
         let mut states = Vec::with_capacity(self.outputs.len());
-        for out in &self.outputs {
+        // Each output keeps its key across renewals (see `write_output`).
+        let keys: Vec<Option<PrivateKey>> = {
+            let written = self.written.read().unwrap_or_else(PoisonError::into_inner);
+            (0..self.outputs.len())
+                .map(|i| written.get(i).map(|s| s.issued.key.clone()))
+                .collect()
+        };
+        for (i, out) in self.outputs.iter().enumerate() {
             let roles = if out.roles.is_empty() {
                 if default_roles.is_none() {
                     default_roles = Some(impersonable_roles(&client, bot).await?);
@@ -228,8 +235,9 @@ impl Outputs {
             } else {
                 out.roles.clone()
             };
+            let key = keys.get(i).cloned().flatten();
             states.push(
-                self.write_output(&client, out, &roles, &ping, &host_ca_keys)
+                self.write_output(&client, out, key, &roles, &ping, &host_ca_keys)
                     .await?,
             );
         }
@@ -243,16 +251,30 @@ impl Outputs {
         Ok(())
     }
 
-    /// Gets impersonated certificates for `roles` and writes them to `out`.
+    /// Gets impersonated certificates for `roles` and writes them to `out`, for `key` (the
+    /// key this output already holds) or a new one.
+    ///
+    /// An output keeps its key for the life of the process, and only its certificates are
+    /// renewed: the destination's files cannot be replaced as one set, and OpenSSH reads
+    /// the certificate (`CertificateFile`) when it starts but the private key only when it
+    /// authenticates, a round trip through the proxy later. With a new key per renewal, an
+    /// `ssh` started just before a renewal would pair the old certificate with the new key
+    /// and fail; with one key, every pairing of files from any two renewals matches. The
+    /// bot's own identity (in its data directory, read by nothing else) still gets a new key
+    /// at every renewal, which the generation counter relies on.
     async fn write_output(
         &self,
         client: &Client,
         out: &Output,
+        key: Option<PrivateKey>,
         roles: &[String],
         ping: &PingInfo,
         host_ca_keys: &[HostCaKey],
     ) -> Result<OutputState> {
-        let key = new_key()?;
+        let key = match key {
+            Some(k) => k,
+            None => new_key()?,
+        };
         let certs = client
             .generate_user_certs(&key.public_key().to_spki_der(), self.certificate_ttl, roles)
             .await

@@ -120,7 +120,15 @@ async fn memory_bot_joins_renews_and_serves_its_identity() {
 
     bot.renew().await.unwrap();
     assert_eq!(bot.bot_identity().unwrap().generation, 2);
-    assert_ne!(dest.snapshot().unwrap().tls_cert, written.tls_cert);
+    let renewed = dest.snapshot().unwrap();
+    assert_ne!(renewed.tls_cert, written.tls_cert);
+    assert_ne!(renewed.ssh_cert, written.ssh_cert);
+    // The output keeps its key, so a certificate of either renewal matches the key file
+    // (ssh reads them at different moments).
+    assert_eq!(
+        renewed.key, written.key,
+        "an output keeps its key across renewals"
+    );
     let st = bot.status();
     assert_eq!((st.renewals, st.failures), (2, 0));
     assert!(st.ready && st.last_ok);
