@@ -198,24 +198,32 @@ pub(crate) fn ca_cert(
         subject_public_key_info: spki(signer.public())?,
         issuer_unique_id: None,
         subject_unique_id: None,
-        extensions: Some(vec![
-            ext(
-                true,
-                &BasicConstraints {
-                    ca: true,
-                    path_len_constraint: None,
-                },
-            )?,
-            ext(
-                true,
-                &KeyUsage(
-                    KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature,
-                ),
-            )?,
-            ext(false, &subject_key_id(signer.public())?)?,
-        ]),
+        extensions: Some(ca_extensions(vec![ext(
+            false,
+            &subject_key_id(signer.public())?,
+        )?])?),
     };
     sign(signer, &tbs)
+}
+
+/// The extensions of a CA certificate: basic constraints (a CA) and key usage (signs
+/// certificates and CRLs), both critical, then `rest`.
+fn ca_extensions(rest: Vec<Extension>) -> Result<Vec<Extension>, MintError> {
+    let mut all = vec![
+        ext(
+            true,
+            &BasicConstraints {
+                ca: true,
+                path_len_constraint: None,
+            },
+        )?,
+        ext(
+            true,
+            &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature),
+        )?,
+    ];
+    all.extend(rest);
+    Ok(all)
 }
 
 /// A cross-certificate: the CA of `subject_cert_der` (its name, key and validity), issued by
@@ -250,23 +258,10 @@ pub(crate) fn cross_cert(
         subject_public_key_info: subject.subject_public_key_info,
         issuer_unique_id: None,
         subject_unique_id: None,
-        extensions: Some(vec![
-            ext(
-                true,
-                &BasicConstraints {
-                    ca: true,
-                    path_len_constraint: None,
-                },
-            )?,
-            ext(
-                true,
-                &KeyUsage(
-                    KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature,
-                ),
-            )?,
+        extensions: Some(ca_extensions(vec![
             ext(false, &ski)?,
             ext(false, &authority_key_id(&issuer_key_id)?)?,
-        ]),
+        ])?),
     };
     sign(issuer, &tbs)
 }
