@@ -100,9 +100,10 @@ pub fn ca_pins(cas: &[Vec<u8>]) -> Result<Vec<CaPin>> {
 /// same server verifies it against the pinned CAs only and fetches the list again: only an
 /// answer over that verified connection is trusted, whole. An unpinned CA from the
 /// unauthenticated first answer is never trusted (a machine in the middle could add its
-/// own). When the server presents a certificate from the unpinned CA (only the new pin
-/// during `init`/`update_clients`, only the old one from `update_servers` on), the error
-/// ([`ClientError::RotationNeedsBothPins`]) says to pass both pins `tctl status` shows.
+/// own). Our auth servers present, during a rotation, a cross-certificate between the old
+/// and the new TLS CA, so either pin alone verifies them in every phase; a server whose
+/// certificate no pinned CA verifies gets [`ClientError::RotationNeedsBothPins`], which says
+/// to pass both pins `tctl status` shows.
 ///
 /// The servers are tried in turn while they cannot be reached; a server that answers with
 /// CAs matching no pin ends the bootstrap (it is not skipped for the next one). A mismatch
