@@ -277,7 +277,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             value,
         };
-        ops::write_revision(self.shared(), &[op], Statement).await
+        ops::write_revision(self.shared(), &[op], &[], Statement).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
@@ -285,7 +285,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             value,
         };
-        ops::write_revision(self.shared(), &[op], Statement).await
+        ops::write_revision(self.shared(), &[op], &[], Statement).await
     }
 
     async fn compare_and_swap(
@@ -299,14 +299,16 @@ impl Backend for PostgresBackend {
             revision: expected,
             value,
         };
-        ops::write_revision(self.shared(), &[op], Statement).await
+        ops::write_revision(self.shared(), &[op], &[], Statement).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let op = Op::Delete {
             key: key.to_owned(),
         };
-        ops::write(self.shared(), &[op], Statement).await.map(drop)
+        ops::write(self.shared(), &[op], &[], Statement)
+            .await
+            .map(drop)
     }
 
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
@@ -314,7 +316,9 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             revision: expected,
         };
-        ops::write(self.shared(), &[op], Statement).await.map(drop)
+        ops::write(self.shared(), &[op], &[], Statement)
+            .await
+            .map(drop)
     }
 
     async fn range(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
@@ -322,7 +326,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        ops::write_revision(self.shared(), &ops, Transaction).await
+        ops::write_revision(self.shared(), &ops, &[], Transaction).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
@@ -349,5 +353,13 @@ impl Backend for PostgresBackend {
 
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         ops::search_events(self.shared(), query).await
+    }
+
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        ops::write_revision(self.shared(), &ops, &events, Transaction).await
     }
 }

@@ -36,7 +36,9 @@
 //!   commit order, and nothing from a failed write (the cases write one at a time, so
 //!   commit order is revision order there; with overlapping writers only per-key order is
 //!   promised, and no case asserts more);
-//! - the event log is ordered by time then id, idempotent per id, and apart from the items.
+//! - the event log is ordered by time then id, idempotent per id, and apart from the items;
+//! - [`Backend::write_with_events`] commits its ops and events together or neither, also
+//!   among concurrent writers.
 //!
 //! The feature keeps assertion code out of production builds; the crate enables it for its
 //! own tests through a dev-dependency on itself.
@@ -75,6 +77,7 @@ mod concurrency;
 mod events;
 mod kv;
 mod range;
+mod together;
 mod watch;
 
 pub use atomic::{
@@ -92,6 +95,9 @@ pub use kv::{
     revisions_increase_across_keys, values_round_trip,
 };
 pub use range::{range_by_prefix, range_orders_unicode_bytewise, range_treats_wildcards_literally};
+pub use together::{
+    concurrent_writes_with_events_land_whole, write_with_events_commits_both_or_neither,
+};
 pub use watch::{
     watch_sees_changes_under_prefix_in_order, watch_sees_every_op_of_one_write,
     watchers_are_independent,
@@ -169,6 +175,12 @@ pub const CASES: &[(&str, Case)] = &[
         Box::pin(events_are_not_items(b))
     }),
     ("ping_and_describe", |b| Box::pin(ping_and_describe(b))),
+    ("write_with_events_commits_both_or_neither", |b| {
+        Box::pin(write_with_events_commits_both_or_neither(b))
+    }),
+    ("concurrent_writes_with_events_land_whole", |b| {
+        Box::pin(concurrent_writes_with_events_land_whole(b))
+    }),
 ];
 
 /// Runs every case in [`CASES`], each on a fresh backend from `setup`, whose second value
@@ -224,6 +236,8 @@ macro_rules! conformance_tests {
             events_append_and_search,
             events_are_not_items,
             ping_and_describe,
+            write_with_events_commits_both_or_neither,
+            concurrent_writes_with_events_land_whole,
         );
     };
     (@cases (optional: $setup:path); $($case:ident),* $(,)?) => {

@@ -1,4 +1,4 @@
-//! The SQLite store's audit event log: appends through the writer connection (durable, no
+//! The SQLite store's audit event log: appends inside the writer's transactions (durable, no
 //! revision, no watch event) and searches by time and type on the read connections.
 
 use rusqlite::types::Value;
@@ -7,10 +7,13 @@ use super::Inner;
 use crate::{EventQuery, StoreError, StoredEvent};
 
 impl Inner {
-    /// Inserts `event` unless its id is stored already; committed (`synchronous=FULL`) on
-    /// return.
-    pub(super) fn append_event(&self, event: &StoredEvent) -> Result<(), StoreError> {
-        let conn = super::lock(&self.writer);
+    /// Inserts `event` unless its id is stored already, inside the writer's open transaction
+    /// (`conn`): durable when that commits.
+    pub(super) fn insert_event(
+        &self,
+        conn: &rusqlite::Connection,
+        event: &StoredEvent,
+    ) -> Result<(), StoreError> {
         conn.prepare_cached(
             "INSERT INTO events (id, time_nanos, event_type, data) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (id) DO NOTHING",
