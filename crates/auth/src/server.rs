@@ -183,6 +183,7 @@ impl AuthServer {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let core = Arc::new(Core {
             shutdown: shutdown_rx.clone(),
+            lock_index: crate::revocation::LockIndex::new(&lock_feed, feed_health.clone()),
             lock_feed,
             state,
             cas: cas.clone(),

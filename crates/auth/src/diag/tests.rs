@@ -79,6 +79,13 @@ impl Backend for Scripted {
     async fn search_events(&self, _: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         unused()
     }
+    async fn write_with_events(
+        &self,
+        _: Vec<Op>,
+        _: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        unused()
+    }
 }
 
 /// The feed of a real cache over an in-memory store: up once loaded.

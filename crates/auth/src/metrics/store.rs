@@ -25,6 +25,7 @@ const OPS: &[&str] = &[
     "ping",
     "append_event",
     "search_events",
+    "write_with_events",
 ];
 
 /// Per-operation latency and failure counts.
@@ -165,5 +166,18 @@ impl Backend for InstrumentedBackend {
 
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         self.timed(11, self.inner.search_events(query)).await
+    }
+
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        self.timed(12, self.inner.write_with_events(ops, events))
+            .await
+    }
+
+    fn durable_commits(&self) -> Option<u64> {
+        self.inner.durable_commits()
     }
 }
