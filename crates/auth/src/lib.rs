@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admission;
 mod authorities;
 mod cache;
 mod config;

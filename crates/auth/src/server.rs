@@ -118,9 +118,9 @@ impl AuthServer {
             server_tls,
         ));
         let listener = bind_listener(config.listen_addr).map_err(|cause| AuthError::Listen {
-                addr: config.listen_addr,
-                cause,
-            })?;
+            addr: config.listen_addr,
+            cause,
+        })?;
         let local_addr = listener.local_addr().map_err(|cause| AuthError::Listen {
             addr: config.listen_addr,
             cause,
@@ -270,6 +270,9 @@ impl AuthServer {
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
                 .layer(crate::metrics::MetricsLayer(metrics))
+                .layer(crate::admission::AdmissionLayer::new(
+                    config.max_in_flight_requests,
+                ))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::ReceiverStream::new(conn_rx),
