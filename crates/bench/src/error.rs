@@ -71,13 +71,13 @@ pub enum BenchError {
     },
 
     /// Creating or joining one of the bench's bots failed.
-    #[error("setting up bot {bot:?}: {source}")]
+    #[error("setting up bot {bot:?}: {cause}")]
     Setup {
         /// The bot.
         bot: String,
-        /// What the client said.
-        #[source]
-        source: ClientError,
+        /// What the client said (in the message, not a separate cause, so it is not
+        /// printed twice).
+        cause: Box<ClientError>,
     },
 
     /// `--server-pid` names no process whose CPU times can be read here.
@@ -106,13 +106,12 @@ pub enum BenchError {
 
     /// A call the bench itself makes with the admin identity (listing locks, making join
     /// tokens) failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Admin {
         /// What the bench was doing.
         what: String,
-        /// What the client said.
-        #[source]
-        source: ClientError,
+        /// What the client said (in the message, not a separate cause).
+        cause: Box<ClientError>,
     },
 
     /// Key generation or certificate minting failed in this process.

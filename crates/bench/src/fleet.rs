@@ -95,6 +95,20 @@ pub(crate) async fn join(
     Ok((key, certs))
 }
 
+/// Whether the server cannot have acted on a call that failed so: the connection could not
+/// be made (or was refused during the handshake, as an auth server over its limit of
+/// unauthenticated connections per address does), or the server answered `UNAVAILABLE`. A
+/// join failing so may be sent again with the same token, as tbot does.
+pub(crate) fn not_sent(e: &JoinFailure) -> bool {
+    matches!(
+        e,
+        JoinFailure::Client(ClientError::Unavailable { .. } | ClientError::AllUnavailable { .. })
+    )
+}
+
+/// How many times the setup sends a join the server did not act on.
+const SETUP_JOIN_ATTEMPTS: u32 = 50;
+
 /// Why a join failed.
 #[derive(Debug)]
 pub(crate) enum JoinFailure {
@@ -136,9 +150,9 @@ pub(crate) async fn make_token(admin: &Client, name: &str) -> Result<TokenSecret
 fn setup_error(bot: &str, e: ClientError) -> BenchError {
     match e {
         ClientError::PermissionDenied(message) => BenchError::NotAdmin { message },
-        source => BenchError::Setup {
+        cause => BenchError::Setup {
             bot: bot.to_string(),
-            source,
+            cause: Box::new(cause),
         },
     }
 }
@@ -170,7 +184,18 @@ async fn set_up_bot(
         Err(e) => return Err(setup_error(&name, e)),
     };
     let addrs = AuthAddrs::parse(auth_server).map_err(|e| setup_error(&name, e))?;
-    let (key, certs) = match join(&addrs, trust, &token).await {
+    let mut attempt = 1;
+    let joined = loop {
+        match join(&addrs, trust, &token).await {
+            Err(e) if not_sent(&e) && attempt < SETUP_JOIN_ATTEMPTS => {
+                tracing::debug!(bot = %name, error = %e, "the join was not taken; sending it again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10)))).await;
+            }
+            r => break r,
+        }
+    };
+    let (key, certs) = match joined {
         Ok(joined) => joined,
         Err(JoinFailure::Client(
             ClientError::PermissionDenied(message) | ClientError::Unauthenticated(message),
@@ -186,10 +211,10 @@ async fn set_up_bot(
     };
     let id = parse_tls_identity(&certs.tls_cert).map_err(|e| BenchError::Setup {
         bot: name.clone(),
-        source: ClientError::BadCertificate {
+        cause: Box::new(ClientError::BadCertificate {
             what: "the joined bot's certificate".into(),
             message: e.to_string(),
-        },
+        }),
     })?;
     let bot = BenchBot {
         name,

@@ -64,10 +64,10 @@ pub async fn run(
         Err(ClientError::PermissionDenied(message)) => {
             return Err(BenchError::NotAdmin { message });
         }
-        Err(source) => {
+        Err(cause) => {
             return Err(BenchError::Admin {
                 what: "looking for the bots of an earlier run".into(),
-                source,
+                cause: Box::new(cause),
             });
         }
     }
@@ -75,13 +75,13 @@ pub async fn run(
     let cas = admin
         .get_cluster_ca_certs()
         .await
-        .map_err(|source| BenchError::Admin {
+        .map_err(|cause| BenchError::Admin {
             what: "fetching the cluster's CA certificates".into(),
-            source,
+            cause: Box::new(cause),
         })?;
-    let pins = ca_pins(&cas).map_err(|source| BenchError::Admin {
+    let pins = ca_pins(&cas).map_err(|cause| BenchError::Admin {
         what: "pinning the cluster's CA certificates".into(),
-        source,
+        cause: Box::new(cause),
     })?;
     let trust = JoinTrust {
         pins: Arc::new(pins),
@@ -108,9 +108,9 @@ pub async fn run(
         let locks = admin
             .list_locks()
             .await
-            .map_err(|source| BenchError::Admin {
+            .map_err(|cause| BenchError::Admin {
                 what: "listing the locks after the workload".into(),
-                source,
+                cause: Box::new(cause),
             })?
             .len();
         let report = report(w, config, tally, cost, seconds, locks, mint);
@@ -296,9 +296,9 @@ async fn make_tokens(
                 let token =
                     fleet::make_token(&admin, &name)
                         .await
-                        .map_err(|source| BenchError::Admin {
+                        .map_err(|cause| BenchError::Admin {
                             what: format!("making a join token for bot {name}"),
-                            source,
+                            cause: Box::new(cause),
                         })?;
                 tokens.push((i, token));
             }

@@ -14,7 +14,7 @@ use machine_id_join::token::TokenSecret;
 use tokio::sync::Barrier;
 
 use crate::Workload;
-use crate::fleet::{BenchBot, JoinFailure, JoinTrust, join, new_key};
+use crate::fleet::{BenchBot, JoinFailure, JoinTrust, join, new_key, not_sent};
 use crate::report::ErrorTally;
 
 /// The pause before a failed attempt is sent again (tbot backs off for longer; a bench that
@@ -332,7 +332,20 @@ pub(crate) async fn join_window(
             continue;
         };
         let started = Instant::now();
-        match join(&bot.addrs, &trust, &token).await {
+        // Sent again with the same token while the server cannot have taken it, as tbot
+        // does; each failed attempt is counted.
+        let joined = loop {
+            match join(&bot.addrs, &trust, &token).await {
+                Err(e) if not_sent(&e) && Instant::now() < deadline + GRACE => {
+                    if let JoinFailure::Client(c) = &e {
+                        tally.errors.client(c);
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                r => break r,
+            }
+        };
+        match joined {
             Ok((key, certs)) => match bot.hold(key, certs) {
                 Ok(g) => {
                     if g != 1 {
