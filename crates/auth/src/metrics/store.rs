@@ -25,6 +25,7 @@ const OPS: &[&str] = &[
     "ping",
     "append_event",
     "search_events",
+    "delete_events_before",
 ];
 
 /// Per-operation latency and failure counts.
@@ -165,5 +166,10 @@ impl Backend for InstrumentedBackend {
 
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         self.timed(11, self.inner.search_events(query)).await
+    }
+
+    async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
+        self.timed(12, self.inner.delete_events_before(before_nanos, max))
+            .await
     }
 }
