@@ -16,8 +16,10 @@ use tokio::sync::watch;
 
 use crate::core::Core;
 
-/// The most events one store call deletes.
-pub(crate) const BATCH: usize = 2_000;
+/// The most events one store call deletes. Deleting is ~50-80 µs an event on SQLite with
+/// random (UUID) ids, each touching its own page, so 250 hold the writer ~12 ms (2,000 held
+/// it ~175 ms, long enough to stall renewals): docs/PERFORMANCE.md.
+pub(crate) const BATCH: usize = 250;
 /// The pause after a full batch, for other writers.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
