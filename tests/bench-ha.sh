@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Renewal throughput and latency of one auth server on SQLite against one on PostgreSQL, and
 # the change feed's lag between two servers' stores on one PostgreSQL database: side by side
-# in alternating rounds on this machine, with the same load command (tests/bench/renew_load.rs:
-# a new mTLS connection and key per renewal, as tbot renews) and tests/bench/feed_lag.rs.
+# in alternating rounds on this machine, with the same load command (`tctl bench --workload
+# renew`: a new mTLS connection and key per renewal, as tbot renews) and tests/bench/feed_lag.rs.
 # Starts a throwaway PostgreSQL server (initdb in a temp dir, as the postgres user when root).
 #
 #   tests/bench-ha.sh [ROUNDS] [BOTS] [CONCURRENCY] [SECONDS] [FEED_SAMPLES]
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}" bots="${2:-64}" conc="${3:-16}" secs="${4:-10}" samples="${5:-2000}"
 
-cargo build -q --release -p auth-server -p machine-id-e2e --bin auth-server --bin renew-load --bin feed-lag
+cargo build -q --release -p auth-server -p tctl-bots -p machine-id-e2e --bin auth-server --bin tctl --bin feed-lag
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 pgbin="${MACHINE_ID_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 [ -x "$pgbin/initdb" ] || { echo "PostgreSQL is not installed: run tests/test.sh --setup-only (or apt-get install postgresql)" >&2; exit 1; }
@@ -52,8 +52,8 @@ round() { # STORE ROUND
   addr="$(sed -n 's/^auth server ready on //p' "$dir/ready")"
   [ -n "$addr" ] || { cat "$dir/auth.log" >&2; exit 1; }
   local line
-  line="$("$bin/renew-load" --auth-server "$addr" --identity "$dir/data/admin" \
-    --bots "$bots" --concurrency "$conc" --seconds "$secs")"
+  line="$("$bin/tctl" --auth-server "$addr" --identity "$dir/data/admin" bench --workload renew \
+    --format json --bots "$bots" --concurrency "$conc" --duration "${secs}s" --server-pid "$pid")"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   echo "{\"store\":\"$1\",\"round\":$2,${line#\{}" | tee -a "$scratch/results"
 }
@@ -69,7 +69,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 med = {}
 for s in ("sqlite", "postgresql"):
     rs = [r for r in rows if r["store"] == s]
-    med[s] = (statistics.median(r["renewals_per_second"] for r in rs),
+    med[s] = (statistics.median(r["requests_per_second"] for r in rs),
               statistics.median(r["p99_ms"] for r in rs),
               sum(r["errors"] for r in rs), sum(r["locks"] for r in rs))
     print(f"{s:10} median {med[s][0]:7.1f} renewals/s, median p99 {med[s][1]:6.1f} ms, errors {med[s][2]}, locks {med[s][3]}")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Renewal throughput of two auth-server builds, side by side in alternating rounds on this
 # machine: each round starts a fresh server of one build, creates and joins BOTS bots, and
-# renews them from CONCURRENCY workers for SECONDS (tests/bench/renew_load.rs: a new mTLS
-# connection and key per renewal, as tbot renews). Prints one JSON line per round and the
-# median renewals/s and p99 of each build with their ratio.
+# renews them from CONCURRENCY workers for SECONDS (`tctl bench --workload renew`: a new mTLS
+# connection and key per renewal, as tbot renews). Prints one JSON line per round (tctl
+# bench's, with the build and round) and the median renewals/s and p99 of each build with
+# their ratio.
 #
 #   tests/bench-renew.sh BASELINE_AUTH_SERVER [ROUNDS] [BOTS] [CONCURRENCY] [SECONDS]
 #
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 base="${1:?usage: tests/bench-renew.sh BASELINE_AUTH_SERVER [ROUNDS] [BOTS] [CONCURRENCY] [SECONDS]}"
 rounds="${2:-3}" bots="${3:-64}" conc="${4:-16}" secs="${5:-10}"
 
-cargo build -q --release -p auth-server -p machine-id-e2e --bin auth-server --bin renew-load
+cargo build -q --release -p auth-server -p tctl-bots
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 scratch="$(mktemp -d -t machine-id-bench-renew.XXXXXX)"
 pid=""
@@ -32,8 +33,8 @@ round() { # NAME BINARY
   local addr
   addr="$(sed -n 's/^auth server ready on //p' "$dir/ready")"
   local line
-  line="$("$bin/renew-load" --auth-server "$addr" --identity "$dir/data/admin" \
-    --bots "$bots" --concurrency "$conc" --seconds "$secs")"
+  line="$("$bin/tctl" --auth-server "$addr" --identity "$dir/data/admin" bench --workload renew \
+    --format json --bots "$bots" --concurrency "$conc" --duration "${secs}s" --server-pid "$pid")"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   echo "{\"build\":\"$1\",\"round\":$2,${line#\{}" | tee -a "$scratch/results"
 }
@@ -49,7 +50,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 med = {}
 for b in ("baseline", "this"):
     rs = [r for r in rows if r["build"] == b]
-    med[b] = (statistics.median(r["renewals_per_second"] for r in rs),
+    med[b] = (statistics.median(r["requests_per_second"] for r in rs),
               statistics.median(r["p99_ms"] for r in rs),
               sum(r["errors"] for r in rs), sum(r["locks"] for r in rs))
     print(f"{b:9} median {med[b][0]:7.1f} renewals/s, median p99 {med[b][1]:6.1f} ms, errors {med[b][2]}, locks {med[b][3]}")

@@ -326,6 +326,11 @@ impl AuthServer {
         self.restart_same_addr();
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.path().join("data")

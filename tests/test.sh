@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 ensure_apt \
   ssh=openssh-client ssh-keygen=openssh-client /usr/sbin/sshd=openssh-server \
-  getfacl=acl openssl=openssl python3=python3
+  getfacl=acl openssl=openssl python3=python3 ss=iproute2
 ensure_sshd_dirs
 ensure_moto
 ensure_postgres

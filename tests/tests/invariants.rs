@@ -57,7 +57,14 @@ fn pure_crates_know_nothing_of_grpc() {
 
 #[test]
 fn only_client_and_auth_touch_proto() {
-    for package in ["tctl-bots", "auth-server", "tbot", "tsh", "machine-id-bot"] {
+    for package in [
+        "tctl-bots",
+        "auth-server",
+        "tbot",
+        "tsh",
+        "machine-id-bot",
+        "machine-id-bench",
+    ] {
         let direct = Command::new(env!("CARGO"))
             .args([
                 "tree",

@@ -4,6 +4,7 @@
 //! checked before connecting.
 
 mod auth;
+mod bench;
 mod bots;
 mod cas;
 mod events;
@@ -32,6 +33,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     {
         return Err(rotate::explain(e, &cli).await);
     }
+    // So does `tctl bench`: a bad number is reported before connecting.
+    if let Command::Bench(args) = &cli.command {
+        bench::config(args)?;
+    }
     let client = connect(&cli).await?;
     let addr = cli.auth_server.as_str();
     match cli.command {
@@ -45,6 +50,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Auth(cmd) => auth::run(&client, cmd).await,
         Command::Locks(cmd) => locks::run(&client, cmd).await,
         Command::Events(EventsCommand::Ls(args)) => events::ls(&client, &args).await,
+        Command::Bench(args) => {
+            bench::run(&client, addr, &bench::config(&args)?, args.format).await
+        }
     }
 }
 

@@ -102,6 +102,70 @@ pub(crate) enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Load the auth server as a fleet of tbots would and measure it: creates (or reuses)
+    /// and joins --bots bots, then runs each workload from --concurrency workers for
+    /// --duration and prints requests/s, latency percentiles, errors, locks, and the
+    /// server's CPU and store commits per request where it can read them.
+    Bench(BenchArgs),
+}
+
+/// `tctl bench`. The numbers are checked by the command before connecting.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The bots to create (or reuse from an earlier run with the same --prefix) and join.
+    #[arg(long, default_value_t = 100)]
+    pub bots: usize,
+    /// Workers; each owns --bots/--concurrency bots and makes one request at a time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// How long each workload runs (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// What to run: renew (bot identity renewals, a new connection each), cycle (whole tbot
+    /// cycles: renewal + one output), output (output certificates over a kept connection),
+    /// output-new-conn (over a new connection each), join (first joins, a token each), or
+    /// all of them in turn.
+    #[arg(long, value_enum, default_value = "all")]
+    pub workload: BenchWorkload,
+    /// The bots' names are PREFIX-0, PREFIX-1, ...
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+    /// The auth server's process id on this machine: report its CPU time per request.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The auth server's diagnostics address (auth-server --diag-addr): report its store
+    /// commits (fsyncs) per request.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub diag_addr: Option<String>,
+    /// Output format: a table, or one JSON object per workload and line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: BenchFormat,
+}
+
+/// `tctl bench --workload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchWorkload {
+    /// Bot identity renewals.
+    Renew,
+    /// Whole tbot cycles.
+    Cycle,
+    /// Output certificates over a kept connection.
+    Output,
+    /// Output certificates over a new connection each.
+    OutputNewConn,
+    /// First joins.
+    Join,
+    /// Every workload in turn: join, renew, cycle, output, output-new-conn.
+    All,
+}
+
+/// `tctl bench --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchFormat {
+    /// A table for people.
+    Text,
+    /// One JSON object per workload, one per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -472,6 +472,29 @@ impl CachedBackend {
     }
 }
 
+impl CachedBackend {
+    /// `atomic_write` (`events` `None`) or `write_with_events` on the store, then this
+    /// server's own change applied to the cache at once.
+    async fn write_through(
+        &self,
+        ops: Vec<Op>,
+        events: Option<Vec<StoredEvent>>,
+    ) -> Result<Revision, StoreError> {
+        let touches_cache = ops.iter().any(|op| is_cached(op.key()));
+        let kept = touches_cache.then(|| ops.clone());
+        let started = Instant::now();
+        let revision = match events {
+            None => self.inner.atomic_write(ops).await?,
+            Some(events) => self.inner.write_with_events(ops, events).await?,
+        };
+        if let Some(ops) = kept {
+            self.shared
+                .own_write(started, revision, changes(&ops, revision));
+        }
+        Ok(revision)
+    }
+}
+
 #[async_trait]
 impl Backend for CachedBackend {
     async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
@@ -553,15 +576,19 @@ impl Backend for CachedBackend {
     }
 
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        let touches_cache = ops.iter().any(|op| is_cached(op.key()));
-        let kept = touches_cache.then(|| ops.clone());
-        let started = Instant::now();
-        let revision = self.inner.atomic_write(ops).await?;
-        if let Some(ops) = kept {
-            self.shared
-                .own_write(started, revision, changes(&ops, revision));
-        }
-        Ok(revision)
+        self.write_through(ops, None).await
+    }
+
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        self.write_through(ops, Some(events)).await
+    }
+
+    fn durable_commits(&self) -> Option<u64> {
+        self.inner.durable_commits()
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {

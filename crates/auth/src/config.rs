@@ -59,6 +59,10 @@ pub struct AuthConfig {
     /// Connections per source IP that may be in their TLS handshake or open without a client
     /// certificate at once (32); more are closed at once, with a log line.
     pub max_unauthenticated_connections_per_ip: usize,
+    /// gRPC calls served at once (512); a call beyond that is answered `UNAVAILABLE` at once
+    /// ("overloaded", nothing done) instead of queueing, and clients retry after a backoff.
+    /// Long-lived `WatchCertAuthorities` streams do not count.
+    pub max_in_flight_requests: usize,
     /// Audit events of unauthenticated callers (failed joins, anonymous proxy refusals) one
     /// source IP may cause at once (20); the bucket refills at
     /// [`Self::audit_events_per_minute_per_ip`].
@@ -118,6 +122,7 @@ impl AuthConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_unauthenticated_connections_per_ip: 32,
+            max_in_flight_requests: 512,
             audit_burst_per_ip: 20,
             audit_events_per_minute_per_ip: 60,
             max_token_ttl: Duration::from_secs(24 * 3600),
@@ -233,6 +238,12 @@ impl AuthConfig {
                 "0 would refuse every join; use at least 1".into(),
             ));
         }
+        if self.max_in_flight_requests == 0 {
+            return Err(invalid(
+                "limits.max_in_flight_requests",
+                "0 would refuse every call; use at least 1".into(),
+            ));
+        }
         if let Some(addr) = &self.diag_addr {
             validate_host_port(addr).map_err(|m| invalid("auth_service.diag_addr", m))?;
         }
@@ -333,6 +344,7 @@ pub enum ConfigError {
 ///   handshake_timeout: 10s   # TLS handshake
 ///   idle_timeout: 5m         # no byte either way (a relaying SSH session is exempt)
 ///   max_unauthenticated_connections_per_ip: 32   # in handshake or without a client cert
+///   max_in_flight_requests: 512  # calls at once; more are answered UNAVAILABLE at once
 ///   audit_burst_per_ip: 20                       # audit events of unauthenticated callers
 ///   audit_events_per_minute_per_ip: 60
 /// ```
@@ -379,6 +391,9 @@ pub struct LimitsConfig {
     /// Connections per source IP in handshake or without a client certificate (32).
     #[serde(default)]
     pub max_unauthenticated_connections_per_ip: Option<usize>,
+    /// gRPC calls served at once (512).
+    #[serde(default)]
+    pub max_in_flight_requests: Option<usize>,
     /// Audit events of unauthenticated callers per source IP at once (20).
     #[serde(default)]
     pub audit_burst_per_ip: Option<u32>,
@@ -475,6 +490,9 @@ impl FileConfig {
         }
         if let Some(n) = l.max_unauthenticated_connections_per_ip {
             config.max_unauthenticated_connections_per_ip = n;
+        }
+        if let Some(n) = l.max_in_flight_requests {
+            config.max_in_flight_requests = n;
         }
         if let Some(n) = l.audit_burst_per_ip {
             config.audit_burst_per_ip = n;
@@ -600,7 +618,7 @@ mod tests {
     #[test]
     fn limits_parse_apply_and_are_bounded() {
         let c = FileConfig::parse(
-            "auth_service:\n  max_token_ttl: 2h\nlimits:\n  handshake_timeout: 3s\n  idle_timeout: 90s\n  max_unauthenticated_connections_per_ip: 4\n  audit_burst_per_ip: 5\n  audit_events_per_minute_per_ip: 6\n",
+            "auth_service:\n  max_token_ttl: 2h\nlimits:\n  handshake_timeout: 3s\n  idle_timeout: 90s\n  max_unauthenticated_connections_per_ip: 4\n  max_in_flight_requests: 7\n  audit_burst_per_ip: 5\n  audit_events_per_minute_per_ip: 6\n",
             "f.yaml",
         )
         .unwrap();
@@ -609,6 +627,7 @@ mod tests {
         assert_eq!(a.handshake_timeout, Duration::from_secs(3));
         assert_eq!(a.idle_timeout, Duration::from_secs(90));
         assert_eq!(a.max_unauthenticated_connections_per_ip, 4);
+        assert_eq!(a.max_in_flight_requests, 7);
         assert_eq!(
             (a.audit_burst_per_ip, a.audit_events_per_minute_per_ip),
             (5, 6)

@@ -64,7 +64,10 @@ impl Handler for Diag {
                 None => Reply::text(200, "ready\n"),
                 Some(why) => Reply::text(503, format!("not ready: {why}\n")),
             },
-            "/metrics" => Reply::metrics(self.metrics.render(&self.feed)),
+            "/metrics" => Reply::metrics(
+                self.metrics
+                    .render(&self.feed, self.store.durable_commits()),
+            ),
             _ => Reply::not_found(),
         }
     }

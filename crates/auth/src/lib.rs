@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admission;
 mod authorities;
 mod cache;
 mod config;
@@ -62,7 +63,9 @@ pub use config::{
 pub use error::AuthError;
 pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE, FileTooLarge, MAX_FILE_SIZE};
 pub use machine_id_join::iam::StsEndpoint;
-pub use server::{AuthServer, BACKEND_FILE, LOCK_FILE, RunningAuthServer, ShutdownHandle};
+pub use server::{
+    AuthServer, BACKEND_FILE, LISTEN_BACKLOG, LOCK_FILE, RunningAuthServer, ShutdownHandle,
+};
 pub use storage::{
     ConnString, STORAGE_CONN_STRING_ENV, StorageConfig, StorageFileConfig, StorageKind,
 };

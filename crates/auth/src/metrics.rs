@@ -88,8 +88,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text of every metric, with the change feed's `feed`.
-    pub(crate) fn render(&self, feed: &FeedHealth) -> String {
+    /// The Prometheus text of every metric, with the change feed's `feed` and the store's
+    /// durable commits (`None`: the store does not count them).
+    pub(crate) fn render(&self, feed: &FeedHealth, store_commits: Option<u64>) -> String {
         let mut e = Exposition::new();
         e.family(
             "auth_server_grpc_requests_total",
@@ -134,6 +135,14 @@ impl Metrics {
             e.sample("auth_server_refusals_total", &[("reason", reason)], n);
         }
         self.store.render(&mut e);
+        if let Some(commits) = store_commits {
+            e.single(
+                "auth_server_store_commits_total",
+                Kind::Counter,
+                "Durable commits (each one fsync) of the embedded SQLite store since start; concurrent writes share commits, so per request this falls below one under load.",
+                commits,
+            );
+        }
         e.single(
             "auth_server_feed_up",
             Kind::Gauge,

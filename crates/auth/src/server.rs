@@ -117,22 +117,18 @@ impl AuthServer {
             signer.clone(),
             server_tls,
         ));
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|cause| AuthError::Listen {
-                addr: config.listen_addr,
-                cause,
-            })?;
+        let listener = bind_listener(config.listen_addr).map_err(|cause| AuthError::Listen {
+            addr: config.listen_addr,
+            cause,
+        })?;
         let local_addr = listener.local_addr().map_err(|cause| AuthError::Listen {
             addr: config.listen_addr,
             cause,
         })?;
         let proxy_listener = match (config.proxy_enabled, config.proxy_listen_addr) {
-            (true, Some(addr)) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|cause| AuthError::Listen { addr, cause })?,
-            ),
+            (true, Some(addr)) => {
+                Some(bind_listener(addr).map_err(|cause| AuthError::Listen { addr, cause })?)
+            }
             _ => None,
         };
         let proxy_local_addr = match &proxy_listener {
@@ -183,6 +179,7 @@ impl AuthServer {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let core = Arc::new(Core {
             shutdown: shutdown_rx.clone(),
+            lock_index: crate::revocation::LockIndex::new(&lock_feed, feed_health.clone()),
             lock_feed,
             state,
             cas: cas.clone(),
@@ -287,6 +284,9 @@ impl AuthServer {
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
                 .layer(crate::metrics::MetricsLayer(metrics))
+                .layer(crate::admission::AdmissionLayer::new(
+                    config.max_in_flight_requests,
+                ))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::ReceiverStream::new(conn_rx),
@@ -778,4 +778,22 @@ impl RunningAuthServer {
         tracing::info!(addr = %self.local_addr, "auth server stopped");
         Ok(())
     }
+}
+
+/// Connections the kernel queues for a listener before `accept` (capped by
+/// `net.core.somaxconn`). Tokio's default, 128, drops SYNs when a few hundred bots connect at
+/// once (after an outage, say), and each dropped SYN costs its client a one-second
+/// retransmission; the accept loops drain the queue quickly, so a deep one costs nothing.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio sets it).
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

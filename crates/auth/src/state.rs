@@ -196,16 +196,20 @@ pub(crate) async fn append_event(
     unix_nanos: i128,
     event: &AuditEvent,
 ) -> Result<()> {
-    let time_nanos = i64::try_from(unix_nanos.max(0)).unwrap_or(i64::MAX);
     backend
-        .append_event(StoredEvent {
-            time_nanos,
-            id: event.id.clone(),
-            event_type: event.event_type.clone(),
-            data: encode(event)?,
-        })
+        .append_event(stored_event(unix_nanos, event)?)
         .await?;
     Ok(())
+}
+
+/// `event`, which happened at `unix_nanos`, as the store's event log keeps it.
+pub(crate) fn stored_event(unix_nanos: i128, event: &AuditEvent) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        time_nanos: i64::try_from(unix_nanos.max(0)).unwrap_or(i64::MAX),
+        id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        data: encode(event)?,
+    })
 }
 
 /// How many old-style events [`migrate_events_to_log`] moves per transaction.

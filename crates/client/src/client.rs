@@ -312,9 +312,13 @@ fn check_pins(
 ///   `register_using_iam` once the signed proof was sent (until then, opening the stream and
 ///   reading the challenge are retried).
 ///
-/// A `Client` presents the identity it was connected with for its whole life: after a
-/// renewal, connect a new `Client` with the renewed identity (the old certificate expires,
-/// and its generation is stale once the server moved on).
+/// A `Client` presents the identity it was connected with for its whole life: **after a
+/// renewal, connect a new `Client` with the renewed identity.** The server reads the
+/// generation from the certificate of the connection, so a second renewal from the old
+/// certificate is a replay of a stale generation, and the server locks the bot for it. A
+/// `Client` therefore refuses, without sending anything, a renewal for another key once one
+/// of its renewals succeeded ([`ClientError::IdentityRenewed`]); the same request again (a
+/// retry whose answer was lost) is still sent, and the server answers it again.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -326,6 +330,9 @@ struct Inner {
     /// The DER SubjectPublicKeyInfo the identity's certificate holds (mutual TLS only).
     own_key: Option<Vec<u8>>,
     conn: Mutex<Conn>,
+    /// The key of the renewal of the caller's own identity that succeeded on this client,
+    /// if any: the identity it presents is stale from then on.
+    renewed_for: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// One HTTP/2 connection to address `index` of the list.
@@ -405,6 +412,7 @@ impl Client {
                 tls,
                 own_key,
                 conn: Mutex::new(conn),
+                renewed_for: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -652,6 +660,10 @@ impl Client {
     /// is sent again only when the server cannot have acted. To retry a renewal later (after
     /// this call failed, or after a restart), send the same key again from the same
     /// identity; tbot keeps that key on disk as pending until the renewal is saved.
+    ///
+    /// Once a renewal succeeded on this client, a renewal for another key is refused here
+    /// with [`ClientError::IdentityRenewed`] (see [`Client`]): connect a new client with the
+    /// renewed identity.
     pub async fn generate_user_certs(
         &self,
         public_key_der: &[u8],
@@ -663,8 +675,15 @@ impl Client {
             ttl_seconds: secs(ttl),
             role_requests: role_requests.to_vec(),
         };
+        let renewal = role_requests.is_empty();
+        if renewal {
+            let renewed = self.renewed_for();
+            if renewed.as_ref().is_some_and(|k| k != public_key_der) {
+                return Err(ClientError::IdentityRenewed);
+            }
+        }
         let own_key = self.inner.own_key.as_deref() == Some(public_key_der);
-        let retry = if role_requests.is_empty() && own_key {
+        let retry = if renewal && own_key {
             Retry::NotSentOnly
         } else {
             Retry::Always
@@ -675,7 +694,22 @@ impl Client {
                 async move { c.auth.generate_user_certs(request).await }
             })
             .await?;
+        if renewal && self.inner.own_key.is_some() {
+            *self
+                .inner
+                .renewed_for
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(public_key_der.to_vec());
+        }
         Ok(r.into())
+    }
+
+    fn renewed_for(&self) -> Option<Vec<u8>> {
+        self.inner
+            .renewed_for
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

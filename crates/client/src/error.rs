@@ -149,6 +149,14 @@ pub enum ClientError {
         both: String,
     },
 
+    /// A second renewal of the caller's own identity through a [`crate::Client`] whose
+    /// renewal already succeeded: its certificate now has a stale generation, and the server
+    /// would take the renewal for a replay and lock the bot. Nothing was sent.
+    #[error(
+        "this client's identity was already renewed: a second renewal from the old certificate would be a replay of a stale generation, and the server would lock the bot; connect a new client with the renewed identity (nothing was sent)"
+    )]
+    IdentityRenewed,
+
     /// The auth server cannot be reached (refused, timed out, handshake cut).
     #[error("cannot reach the auth server at {addr}: {message}; is it running?")]
     Unavailable {

@@ -349,6 +349,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn append_event(&self, event: StoredEvent) -> Result<(), StoreError>;
     /// The events `query` selects, in its order.
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Applies every op of `ops` and appends every event of `events` in one transaction:
+    /// either all of it is durable when this returns `Ok`, or none of it is. An empty `ops`
+    /// changes no item and returns the current revision (at least that of every write that
+    /// returned before; the events take no revision of their own); an event whose id is
+    /// stored already is skipped, as by [`Backend::append_event`]. A request's state change
+    /// and its audit event commit together this way, in one durable commit instead of two.
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError>;
+    /// How many durable commits (each one fsync of the log) this handle has made since it
+    /// was opened, when the backend counts them: the SQLite store does (its writer commits
+    /// concurrent writes together, so this grows slower than the writes); `None` where the
+    /// database server does the commits (PostgreSQL).
+    fn durable_commits(&self) -> Option<u64> {
+        None
+    }
     /// Deletes the oldest events whose `time_nanos` is strictly below `before_nanos` (an
     /// event at exactly `before_nanos` stays), at most `max` of them (0 deletes none), in
     /// one short transaction; returns how many it deleted. Retention calls it in a loop

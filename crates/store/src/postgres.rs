@@ -278,7 +278,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             value,
         };
-        ops::write_revision(self.shared(), &[op], Statement).await
+        ops::write_revision(self.shared(), &[op], &[], Statement).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
@@ -286,7 +286,7 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             value,
         };
-        ops::write_revision(self.shared(), &[op], Statement).await
+        ops::write_revision(self.shared(), &[op], &[], Statement).await
     }
 
     async fn compare_and_swap(
@@ -300,14 +300,16 @@ impl Backend for PostgresBackend {
             revision: expected,
             value,
         };
-        ops::write_revision(self.shared(), &[op], Statement).await
+        ops::write_revision(self.shared(), &[op], &[], Statement).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let op = Op::Delete {
             key: key.to_owned(),
         };
-        ops::write(self.shared(), &[op], Statement).await.map(drop)
+        ops::write(self.shared(), &[op], &[], Statement)
+            .await
+            .map(drop)
     }
 
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
@@ -315,7 +317,9 @@ impl Backend for PostgresBackend {
             key: key.to_owned(),
             revision: expected,
         };
-        ops::write(self.shared(), &[op], Statement).await.map(drop)
+        ops::write(self.shared(), &[op], &[], Statement)
+            .await
+            .map(drop)
     }
 
     async fn range(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
@@ -323,7 +327,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        ops::write_revision(self.shared(), &ops, Transaction).await
+        ops::write_revision(self.shared(), &ops, &[], Transaction).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
@@ -354,5 +358,13 @@ impl Backend for PostgresBackend {
 
     async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
         events::delete_events_before(self.shared(), before_nanos, max).await
+    }
+
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        ops::write_revision(self.shared(), &ops, &events, Transaction).await
     }
 }

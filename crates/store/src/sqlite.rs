@@ -16,19 +16,21 @@
 //! `PRAGMA application_id` marks the file as a Machine ID store so that pointing the server at
 //! some other SQLite database fails instead of adding tables to it.
 //!
-//! Threads: SQLite calls block, so every [`Backend`] method runs on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]). Writes go through one connection behind a mutex, which
-//! serialises the writers of this process; writers of other processes are serialised by
-//! SQLite's own lock (`BEGIN IMMEDIATE` with a busy timeout). Reads use a small pool of
-//! read-only connections that, thanks to WAL, never wait for a writer.
+//! Threads: SQLite calls block. Writes go to one writer thread that owns the write
+//! connection and commits the writes queued while it was busy together, one transaction and
+//! one fsync for the lot (group commit; see `writer`), which serialises the writers of this
+//! process; writers of other processes are serialised by SQLite's own lock (`BEGIN
+//! IMMEDIATE` with a busy timeout). Reads run on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]) on a small pool of read-only connections that, thanks to
+//! WAL, never wait for a writer.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -39,6 +41,7 @@ use crate::{
 mod events;
 mod file;
 mod schema;
+mod writer;
 
 use file::{configure_writer, open_flags, open_reader, prepare_file, tighten_sidecars};
 use schema::{SCHEMA_VERSION, migrate};
@@ -57,8 +60,11 @@ const READERS: usize = 2;
 ///
 /// The database runs in WAL mode with `synchronous=FULL`: when a write method returns `Ok`,
 /// the write is in the WAL and the WAL is fsynced, so it survives the process being killed
-/// and the machine losing power. A write whose future is dropped before it completes may
-/// still commit (the work runs on the blocking pool); read the key again to find out.
+/// and the machine losing power. Writes that arrive while the writer is committing are
+/// committed together by its next transaction (one fsync for all of them, each still at its
+/// own revision and answered only once that transaction is durable): see
+/// [`Backend::durable_commits`]. A write whose future is dropped before it completes may
+/// still commit (the writer thread goes on with it); read the key again to find out.
 ///
 /// # Consistency
 ///
@@ -78,6 +84,8 @@ const READERS: usize = 2;
 #[derive(Clone)]
 pub struct SqliteBackend {
     inner: Arc<Inner>,
+    /// The writer thread's queue; the thread stops when the last clone is dropped.
+    queue: Arc<writer::Queue>,
 }
 
 struct Inner {
@@ -88,6 +96,8 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     watchers: Mutex<Vec<WatchSlot>>,
+    /// Transactions committed by the writer thread.
+    commits: AtomicU64,
 }
 
 struct WatchSlot {
@@ -129,7 +139,7 @@ impl SqliteBackend {
             .map(|_| open_reader(path, &location).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(path = %location, schema_version = SCHEMA_VERSION, "opened sqlite store");
-        Ok(Self::from_parts(location, writer, readers))
+        Self::from_parts(location, writer, readers)
     }
 
     /// Opens an empty store in memory, for tests: nothing is written to disk.
@@ -142,19 +152,29 @@ impl SqliteBackend {
         let mut writer =
             Connection::open_in_memory().map_err(|e| sql_err(&location, "cannot open", e))?;
         migrate(&mut writer, &location)?;
-        Ok(Self::from_parts(location, writer, Vec::new()))
+        Self::from_parts(location, writer, Vec::new())
     }
 
-    fn from_parts(location: String, writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                location,
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
-                watchers: Mutex::new(Vec::new()),
-            }),
-        }
+    fn from_parts(
+        location: String,
+        writer: Connection,
+        readers: Vec<Mutex<Connection>>,
+    ) -> Result<Self, StoreError> {
+        let inner = Arc::new(Inner {
+            location,
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            watchers: Mutex::new(Vec::new()),
+            commits: AtomicU64::new(0),
+        });
+        let queue = Arc::new(writer::Queue::start(Arc::clone(&inner))?);
+        Ok(Self { inner, queue })
+    }
+
+    /// Queues one write for the writer thread and waits until it is durable.
+    async fn write(&self, ops: Vec<Op>, events: Vec<StoredEvent>) -> Result<Revision, StoreError> {
+        self.queue.write(&self.inner.location, ops, events).await
     }
 
     /// Runs `f` on the blocking pool.
@@ -256,45 +276,8 @@ impl Inner {
         })
     }
 
-    /// Applies `ops` in one `IMMEDIATE` transaction at a fresh revision, then tells the
-    /// watchers. An empty batch changes nothing and returns the current revision.
-    fn write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.err("cannot begin a write"))?;
-        let current: Revision = tx
-            .prepare_cached("SELECT value FROM meta WHERE name = 'revision'")
-            .and_then(|mut s| s.query_row([], |row| row.get(0)))
-            .map_err(self.err("cannot read the revision"))?;
-        if ops.is_empty() {
-            return Ok(current);
-        }
-        let revision = current.checked_add(1).ok_or_else(|| {
-            StoreError::Backend(format!("sqlite store {}: revision overflow", self.location))
-        })?;
-        let mut events = Vec::with_capacity(ops.len());
-        for op in ops {
-            events.push(self.apply(&tx, op, revision)?);
-        }
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")
-            .and_then(|mut s| s.execute([revision]))
-            .map_err(self.err("cannot write"))?;
-        tx.commit().map_err(self.err("cannot commit"))?;
-        tracing::trace!(revision, ops = events.len(), "sqlite store committed");
-        // Still holding the writer: events reach watchers in commit order.
-        self.notify(&events);
-        drop(conn);
-        Ok(revision)
-    }
-
     /// Applies one op; the error names its key.
-    fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        op: Op,
-        revision: Revision,
-    ) -> Result<WatchEvent, StoreError> {
+    fn apply(&self, tx: &Connection, op: Op, revision: Revision) -> Result<WatchEvent, StoreError> {
         let err = self.err("cannot write");
         let put = |key: String, value: Vec<u8>| {
             WatchEvent::Put(Item {
@@ -371,7 +354,7 @@ impl Inner {
 
     /// After a conditional write matched no row: [`StoreError::NotFound`] or
     /// [`StoreError::Conflict`].
-    fn missing_or_conflict(&self, tx: &Transaction<'_>, key: String) -> StoreError {
+    fn missing_or_conflict(&self, tx: &Connection, key: String) -> StoreError {
         let exists = tx
             .prepare_cached("SELECT 1 FROM kv WHERE key = ?1")
             .and_then(|mut s| s.exists([&key]));
@@ -429,7 +412,7 @@ impl Backend for SqliteBackend {
             key: key.to_owned(),
             value,
         };
-        self.blocking(move |inner| inner.write(vec![op])).await
+        self.write(vec![op], Vec::new()).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
@@ -437,7 +420,7 @@ impl Backend for SqliteBackend {
             key: key.to_owned(),
             value,
         };
-        self.blocking(move |inner| inner.write(vec![op])).await
+        self.write(vec![op], Vec::new()).await
     }
 
     async fn compare_and_swap(
@@ -451,16 +434,14 @@ impl Backend for SqliteBackend {
             revision: expected,
             value,
         };
-        self.blocking(move |inner| inner.write(vec![op])).await
+        self.write(vec![op], Vec::new()).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let op = Op::Delete {
             key: key.to_owned(),
         };
-        self.blocking(move |inner| inner.write(vec![op]))
-            .await
-            .map(drop)
+        self.write(vec![op], Vec::new()).await.map(drop)
     }
 
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
@@ -468,9 +449,7 @@ impl Backend for SqliteBackend {
             key: key.to_owned(),
             revision: expected,
         };
-        self.blocking(move |inner| inner.write(vec![op]))
-            .await
-            .map(drop)
+        self.write(vec![op], Vec::new()).await.map(drop)
     }
 
     async fn range(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
@@ -479,7 +458,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn atomic_write(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
-        self.blocking(move |inner| inner.write(ops)).await
+        self.write(ops, Vec::new()).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<Watcher, StoreError> {
@@ -496,13 +475,25 @@ impl Backend for SqliteBackend {
     }
 
     async fn append_event(&self, event: StoredEvent) -> Result<(), StoreError> {
-        self.blocking(move |inner| inner.append_event(&event)).await
+        self.write(Vec::new(), vec![event]).await.map(drop)
     }
 
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let query = query.clone();
         self.blocking(move |inner| inner.search_events(&query))
             .await
+    }
+
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        self.write(ops, events).await
+    }
+
+    fn durable_commits(&self) -> Option<u64> {
+        Some(self.inner.commits.load(Ordering::Relaxed))
     }
 
     async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {

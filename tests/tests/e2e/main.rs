@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // tests
 
 mod auth;
+mod bench;
 mod bots;
 mod diag;
 mod failover;

@@ -120,10 +120,24 @@ impl Core {
         issued: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Option<Lock>> {
-        let locks = self.state.list::<Lock>(state::LOCKS).await?;
+        let list = || async {
+            Ok::<_, AuthError>(
+                self.state
+                    .list::<Lock>(state::LOCKS)
+                    .await?
+                    .into_iter()
+                    .map(|(l, _)| l)
+                    .collect(),
+            )
+        };
+        if let Some(index) = self.lock_index.get(list).await? {
+            return Ok(index.find(user, roles, issued, now));
+        }
+        // The change feed is down: the locks as the store has them now.
+        let mut locks = list().await?;
+        locks.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Ok(locks
             .into_iter()
-            .map(|(l, _)| l)
             .find(|l| l.applies_to(user, roles, issued, now)))
     }
 

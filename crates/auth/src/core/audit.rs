@@ -1,7 +1,8 @@
-//! The audit log: appending events (best effort, after the effect is committed), the
-//! `access.denied` event of a refusal, and the per-address rate limit on events that
-//! unauthenticated callers cause.
+//! The audit log: appending events (best effort, after the effect is committed, or in the
+//! same store transaction as the effect: [`Core::audit_record`]), the `access.denied` event
+//! of a refusal, and the per-address rate limit on events that unauthenticated callers cause.
 
+use machine_id_store::StoredEvent;
 use machine_id_types::{AuditEvent, event_types};
 use serde_json::json;
 
@@ -19,6 +20,25 @@ impl Core {
         message: String,
         fields: serde_json::Value,
     ) {
+        let Some(event) = self.audit_record(event_type, user, success, message, fields) else {
+            return;
+        };
+        if let Err(e) = self.state.backend.append_event(event).await {
+            tracing::error!(error = %e, event = event_type, "cannot write audit event");
+        }
+    }
+
+    /// The stored form of an audit event happening now, for a write that commits it together
+    /// with its effect ([`machine_id_store::Backend::write_with_events`]); `None` (logged) if
+    /// it cannot be encoded.
+    pub(super) fn audit_record(
+        &self,
+        event_type: &str,
+        user: Option<&str>,
+        success: bool,
+        message: String,
+        fields: serde_json::Value,
+    ) -> Option<StoredEvent> {
         let now = self.clock.now();
         let nanos = {
             let mut last = self
@@ -42,8 +62,12 @@ impl Core {
                 _ => serde_json::Map::new(),
             },
         };
-        if let Err(e) = state::append_event(&*self.state.backend, nanos, &event).await {
-            tracing::error!(error = %e, event = event_type, "cannot write audit event");
+        match state::stored_event(nanos, &event) {
+            Ok(stored) => Some(stored),
+            Err(e) => {
+                tracing::error!(error = %e, event = event_type, "cannot encode audit event");
+                None
+            }
         }
     }
 

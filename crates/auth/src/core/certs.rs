@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use machine_id_mint::PublicKey;
-use machine_id_store::StoreError;
+use machine_id_store::{Op, StoreError};
 use machine_id_types::{
     Identity, LastRenewal, Lock, LockSpec, LockTarget, Metadata, Role, User, event_types,
 };
@@ -137,6 +137,19 @@ impl Core {
             }
             let generation = stored + 1;
             user.set_generation(generation);
+            // Signed before the commit, so that the generation and the audit event of this
+            // renewal commit in one write (one fsync, shared with concurrent renewals); the
+            // certificates are returned only once that write is durable.
+            let (certs, identity) = self
+                .issue_bot_certs(subject, &user, Some(generation), ttl, now)
+                .await?;
+            let event = self.audit_record(
+                event_types::CERT_CREATE,
+                Some(&id.username),
+                true,
+                format!("renewed the certificates of {}", id.username),
+                json!({ "kind": "renewal", "generation": generation, "expires": rfc3339(identity.expires) }),
+            );
             // A renewal for the key the certificate already certifies is not retriable: a copy
             // of the identity holds that key, so its replay must stay a mismatch.
             user.spec.last_renewal =
@@ -144,10 +157,15 @@ impl Core {
                     generation,
                     ..request
                 });
+            let swap = Op::CompareAndSwap {
+                key: user_key.clone(),
+                revision: rev,
+                value: state::encode(&user)?,
+            };
             match self
                 .state
                 .backend
-                .compare_and_swap(&user_key, rev, state::encode(&user)?)
+                .write_with_events(vec![swap], event.into_iter().collect())
                 .await
             {
                 Ok(_) => {}
@@ -169,18 +187,7 @@ impl Core {
                 }
                 Err(e) => return Err(e.into()),
             }
-            let (certs, identity) = self
-                .issue_bot_certs(subject, &user, Some(generation), ttl, now)
-                .await?;
             tracing::info!(user = %id.username, generation, "renewed certificates");
-            self.audit(
-            event_types::CERT_CREATE,
-            Some(&id.username),
-            true,
-            format!("renewed the certificates of {}", id.username),
-            json!({ "kind": "renewal", "generation": generation, "expires": rfc3339(identity.expires) }),
-        )
-        .await;
             return Ok(certs);
         }
     }

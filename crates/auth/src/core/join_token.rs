@@ -49,17 +49,10 @@ impl Core {
         let token_ref = token_ref(&req.token);
         let remote_ip = remote.map(|a| a.ip());
         let remote = remote.map(|a| a.to_string()).unwrap_or_default();
-        match self.join_with_token(&req).await {
-            Ok((certs, user, generation)) => {
+        // The `bot.join` event commits with the token's consumption (join_with_token).
+        match self.join_with_token(&req, &token_ref, &remote).await {
+            Ok((certs, user)) => {
                 tracing::info!(user = %user, token = %token_ref, remote = %remote, "bot joined");
-                self.audit(
-                    event_types::BOT_JOIN,
-                    Some(&user),
-                    true,
-                    format!("{user} joined with a token"),
-                    json!({ "method": "token", "token": token_ref, "generation": generation, "remote_addr": remote }),
-                )
-                .await;
                 Ok(certs)
             }
             Err((e, user)) => {
@@ -80,7 +73,9 @@ impl Core {
     async fn join_with_token(
         &self,
         req: &TokenJoinRequest,
-    ) -> std::result::Result<(IssuedCerts, String, u64), (AuthError, Option<String>)> {
+        token_ref: &str,
+        remote: &str,
+    ) -> std::result::Result<(IssuedCerts, String), (AuthError, Option<String>)> {
         let no_user = |e: AuthError| (e, None);
         if req.token.is_empty() {
             return Err(no_user(AuthError::InvalidArgument(
@@ -134,8 +129,16 @@ impl Core {
                 &user_name, &lock,
             ))));
         }
-        // Consume the token and reset the generation counter in one transaction: exactly one
-        // of any number of concurrent joins with one token commits.
+        // Consume the token, reset the generation counter and write the `bot.join` event in
+        // one transaction: exactly one of any number of concurrent joins with one token
+        // commits, and it is in the audit log as soon as it has.
+        let event = self.audit_record(
+            event_types::BOT_JOIN,
+            Some(&user_name),
+            true,
+            format!("{user_name} joined with a token"),
+            json!({ "method": "token", "token": token_ref, "generation": 1, "remote_addr": remote }),
+        );
         let mut committed = false;
         for _ in 0..JOIN_CAS_ATTEMPTS {
             user.set_generation(1);
@@ -151,7 +154,8 @@ impl Core {
                     value: state::encode(&user).map_err(with_user)?,
                 },
             ];
-            match self.state.backend.atomic_write(ops).await {
+            let events = event.iter().cloned().collect();
+            match self.state.backend.write_with_events(ops, events).await {
                 Ok(_) => {
                     committed = true;
                     break;
@@ -211,7 +215,7 @@ impl Core {
             .issue_bot_certs(&subject, &user, Some(1), req.ttl, now)
             .await
             .map_err(with_user)?;
-        Ok((certs, user_name, 1))
+        Ok((certs, user_name))
     }
 
     /// Checks the record stored at `key` (the hash of `presented`) against the presented

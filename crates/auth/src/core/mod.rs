@@ -80,6 +80,8 @@ pub(crate) struct Core {
     pub last_event_nanos: Mutex<i128>,
     /// Moves whenever a lock changes in the store, for connections that outlive a call.
     pub lock_feed: crate::revocation::LockFeed,
+    /// The locks indexed by target, current with the lock feed.
+    pub lock_index: crate::revocation::LockIndex,
     /// Turns `true` when the server is stopping, for calls that would otherwise stream on.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The per-address rate limit on audit events of unauthenticated callers.

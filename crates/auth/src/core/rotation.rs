@@ -6,13 +6,13 @@
 //! compare-and-swap on [`state::CA_KEY`]: all CA types of one request move together or not
 //! at all, a server killed mid-change leaves the old phase or the new one whole, and of
 //! several auth servers racing to make the same automatic move exactly one wins (the losers
-//! re-read, see the phase already moved and do nothing). The audit event of a change is
-//! written after its commit.
+//! re-read, see the phase already moved and do nothing). The audit events of a change (one
+//! per CA type) commit in the same write, so a change is never in force without them.
 
 use std::time::Duration;
 
 use machine_id_mint::CaKeys;
-use machine_id_store::{Revision, StoreError};
+use machine_id_store::{Op, Revision, StoreError};
 use machine_id_types::{
     CaType, CertAuthority, RotationMode, RotationPhase, RotationState, event_types,
 };
@@ -224,10 +224,35 @@ impl Core {
             })
             .await
             .map_err(|e| AuthError::Internal(format!("CA rotation task failed: {e}")))??;
+            let events = m
+                .types
+                .iter()
+                .filter_map(|t| {
+                    let (from, to) = (current.rotation(*t).phase, next.rotation(*t).phase);
+                    self.audit_record(
+                        event_types::CA_ROTATE,
+                        Some(&m.by),
+                        true,
+                        format!("{t} CA: rotation phase {from} -> {to}"),
+                        json!({
+                            "ca_type": t.as_str(),
+                            "from_phase": from.as_str(),
+                            "to_phase": to.as_str(),
+                            "mode": next.rotation(*t).mode.as_str(),
+                            "rotation_id": next.rotation(*t).current_id,
+                        }),
+                    )
+                })
+                .collect();
+            let swap = Op::CompareAndSwap {
+                key: CA_KEY.to_string(),
+                revision,
+                value: next.to_bytes(),
+            };
             let written = self
                 .state
                 .uncached
-                .compare_and_swap(CA_KEY, revision, next.to_bytes())
+                .write_with_events(vec![swap], events)
                 .await;
             let new_revision = match written {
                 Ok(r) => r,
@@ -236,23 +261,8 @@ impl Core {
             };
             self.cas.install(new_revision, next.clone())?;
             for t in &m.types {
-                let from = current.rotation(*t).phase;
-                let to = next.rotation(*t).phase;
+                let (from, to) = (current.rotation(*t).phase, next.rotation(*t).phase);
                 tracing::info!(ca = %t, %from, %to, by = %m.by, "CA rotation phase changed");
-                self.audit(
-                    event_types::CA_ROTATE,
-                    Some(&m.by),
-                    true,
-                    format!("{t} CA: rotation phase {from} -> {to}"),
-                    json!({
-                        "ca_type": t.as_str(),
-                        "from_phase": from.as_str(),
-                        "to_phase": to.as_str(),
-                        "mode": next.rotation(*t).mode.as_str(),
-                        "rotation_id": next.rotation(*t).current_id,
-                    }),
-                )
-                .await;
             }
             return Ok(Some(self.cas.keys()));
         }

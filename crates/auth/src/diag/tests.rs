@@ -82,6 +82,13 @@ impl Backend for Scripted {
     async fn delete_events_before(&self, _: i64, _: usize) -> Result<u64, StoreError> {
         unused()
     }
+    async fn write_with_events(
+        &self,
+        _: Vec<Op>,
+        _: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        unused()
+    }
 }
 
 /// The feed of a real cache over an in-memory store: up once loaded.

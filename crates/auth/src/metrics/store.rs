@@ -25,6 +25,7 @@ const OPS: &[&str] = &[
     "ping",
     "append_event",
     "search_events",
+    "write_with_events",
     "delete_events_before",
 ];
 
@@ -168,8 +169,21 @@ impl Backend for InstrumentedBackend {
         self.timed(11, self.inner.search_events(query)).await
     }
 
+    async fn write_with_events(
+        &self,
+        ops: Vec<Op>,
+        events: Vec<StoredEvent>,
+    ) -> Result<Revision, StoreError> {
+        self.timed(12, self.inner.write_with_events(ops, events))
+            .await
+    }
+
+    fn durable_commits(&self) -> Option<u64> {
+        self.inner.durable_commits()
+    }
+
     async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
-        self.timed(12, self.inner.delete_events_before(before_nanos, max))
+        self.timed(13, self.inner.delete_events_before(before_nanos, max))
             .await
     }
 }

@@ -33,7 +33,7 @@ fn calls_count_into_requests_joins_renewals_and_refusals() {
     m.record_call(index("ListRoles"), Code::Unauthenticated, 0);
     m.record_call(grpc::METHODS.len(), Code::Unimplemented, 0);
 
-    let s = parse(&m.render(&FeedHealth::default())).unwrap();
+    let s = parse(&m.render(&FeedHealth::default(), Some(7))).unwrap();
     let v = |name: &str, labels: &[(&str, &str)]| s.value(name, labels).unwrap_or(-1.0);
     let req = |service: &str, method: &str, code: &str| {
         v(
@@ -41,6 +41,14 @@ fn calls_count_into_requests_joins_renewals_and_refusals() {
             &[("service", service), ("method", method), ("code", code)],
         )
     };
+    assert_eq!(v("auth_server_store_commits_total", &[]), 7.0);
+    assert!(
+        parse(&m.render(&FeedHealth::default(), None))
+            .unwrap()
+            .family("auth_server_store_commits_total")
+            .is_none(),
+        "a store that does not count commits shows none"
+    );
     assert_eq!(req("JoinService", "RegisterUsingToken", "OK"), 1.0);
     assert_eq!(
         req("JoinService", "RegisterUsingToken", "PermissionDenied"),
@@ -97,7 +105,7 @@ async fn the_instrumented_backend_times_every_call_and_counts_failures() {
     ));
     assert_eq!(store.range("/a/").await.unwrap().len(), 1);
 
-    let s = parse(&m.render(&FeedHealth::default())).unwrap();
+    let s = parse(&m.render(&FeedHealth::default(), Some(7))).unwrap();
     let count = |op: &str| {
         s.value(
             "auth_server_store_operation_duration_seconds_count",

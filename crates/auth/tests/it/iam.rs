@@ -659,3 +659,68 @@ async fn iam_bad_inputs_are_refused_audited_and_leave_the_token() {
         .await
         .unwrap();
 }
+
+/// Back-pressure: with `max_in_flight_requests: 1`, an IAM join waiting on a silent STS holds
+/// the only place, and another call is answered UNAVAILABLE ("overloaded", nothing done) while
+/// the join is still in flight, instead of queueing behind it; once the join is gone the
+/// server serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_server_refuses_at_once_instead_of_queueing() {
+    let sts = FakeSts::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = machine_id_auth::AuthConfig::new(
+        dir.path().join("data"),
+        CLUSTER,
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    config.extra_sts_endpoints = vec![StsEndpoint::parse(&sts.url).unwrap()];
+    config.sts_timeout = Duration::from_secs(60);
+    config.max_in_flight_requests = 1;
+    let t = TestServer {
+        server: Some(machine_id_auth::AuthServer::start(config).await.unwrap()),
+        dir,
+        clock: Arc::new(machine_id_types::FakeClock::new(
+            time::OffsetDateTime::now_utc(),
+        )),
+    };
+    iam_bot(&t, "iam-token", "robot", &[(ACCOUNT, "")]).await;
+    sts.set(Answer::Silent);
+    let (_, mut join) = t.anonymous().await;
+    let target = sts.target();
+    let holder =
+        tokio::spawn(async move { attempt(&mut join, "iam-token", |c| signed(&target, c)).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sts.received() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the join never reached STS"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut admin = t.admin().await;
+    let refused = admin.list_roles(v1::ListRequest {}).await;
+    assert!(!holder.is_finished(), "the join still holds its place");
+    let msg = assert_code(refused, tonic::Code::Unavailable, "overloaded");
+    assert!(
+        msg.contains("limits.max_in_flight_requests") && msg.contains("nothing was done"),
+        "{msg}"
+    );
+
+    // The join goes away (its client gave up): its place is free again.
+    holder.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match admin.list_roles(v1::ListRequest {}).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the abandoned join's place was not freed: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

@@ -441,3 +441,33 @@ async fn logins_with_spaces_or_control_characters_are_refused_with_field_and_val
         "invalid user \"bot-robot\": field spec.traits.logins: invalid login \"bad\\u{1b}login\": '\\u{1b}' is not allowed",
     );
 }
+
+/// The auth listener queues a burst of thousands of connections (a herd of bots after an
+/// outage) instead of tokio's default 128, past which the kernel drops SYNs and each client
+/// waits a one-second retransmission. `ss` reads the listen queue's size from the kernel.
+#[tokio::test]
+async fn the_listener_queues_a_burst_of_connections() {
+    let ts = TestServer::start().await;
+    let port = ts.server().local_addr().port();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on port {port} in ss output {text:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        backlog,
+        machine_id_auth::LISTEN_BACKLOG.min(somaxconn),
+        "listen queue of the auth port"
+    );
+    assert!(backlog > 128, "the kernel caps it at {somaxconn}");
+}

@@ -142,3 +142,86 @@ async fn a_role_lock_refuses_the_holders_of_that_role_only() {
     let again = generate(&mut robot_client, &["access"], 0).await.unwrap();
     assert_eq!(again.identity().roles, ["access"]);
 }
+
+/// 10,000 standing locks (as years of generation-mismatch locks leave behind), written into
+/// the store while the server is stopped: the locks indexed by target still refuse exactly
+/// their targets, and a lock added or removed through the API takes effect on the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_locks_still_refuse_exactly_their_targets() {
+    use machine_id_store::{Backend, Op, SqliteBackend};
+    use machine_id_types::{Lock, LockSpec, LockTarget, Metadata};
+
+    const LOCKS: usize = 10_000;
+    let mut ts = TestServer::start().await;
+    let (free, free_out) = bot_and_output(&ts, "free", "access").await;
+    let (doomed, _) = bot_and_output(&ts, "doomed", "access").await;
+    let (_, editor_out) = bot_and_output(&ts, "ed", "editor").await;
+    ts.stop().await;
+
+    let lock = |name: String, user: Option<String>, role: Option<&str>| {
+        let lock = Lock {
+            metadata: Metadata::named(&name),
+            spec: LockSpec {
+                target: LockTarget {
+                    user,
+                    role: role.map(str::to_string),
+                },
+                message: format!("{name} stands"),
+                created: None,
+                issued_before: None,
+            },
+        };
+        Op::Put {
+            key: format!("/locks/{name}"),
+            value: serde_json::to_vec(&lock).unwrap(),
+        }
+    };
+    let mut ops: Vec<Op> = (0..LOCKS - 2)
+        .map(|i| {
+            lock(
+                format!("old-{i:05}"),
+                Some(format!("bot-gone-{i:05}")),
+                None,
+            )
+        })
+        .collect();
+    ops.push(lock("doomed-lock".into(), Some("bot-doomed".into()), None));
+    ops.push(lock("editor-lock".into(), None, Some("editor")));
+    let store = SqliteBackend::open(&ts.data_dir().join("backend.db")).unwrap();
+    store.atomic_write(ops).await.unwrap();
+    assert_eq!(store.range("/locks/").await.unwrap().len(), LOCKS);
+    drop(store);
+    ts.restart().await;
+
+    // The targets are refused, with their lock's message; everyone else goes on.
+    assert_code(
+        generate(&mut ts.client(&doomed).await, &[], 0).await,
+        Code::PermissionDenied,
+        "doomed-lock stands",
+    );
+    assert_code(
+        list_nodes(&mut ts.client(&editor_out).await).await,
+        Code::PermissionDenied,
+        "editor-lock stands",
+    );
+    list_nodes(&mut ts.client(&free_out).await).await.unwrap();
+    let renewed = generate(&mut ts.client(&free).await, &[], 0).await.unwrap();
+
+    // A new lock takes effect on the next call, and its removal too.
+    lock_api(&ts, "free-lock", "bot-free").await;
+    assert_code(
+        list_nodes(&mut ts.client(&renewed).await).await,
+        Code::PermissionDenied,
+        "free is frozen",
+    );
+    unlock(&ts, "free-lock").await;
+    list_nodes(&mut ts.client(&renewed).await).await.unwrap();
+    unlock(&ts, "doomed-lock").await;
+    generate(&mut ts.client(&doomed).await, &[], 0)
+        .await
+        .unwrap();
+}
+
+async fn lock_api(ts: &TestServer, name: &str, user: &str) {
+    lock(ts, name, Some(user), None, "free is frozen").await;
+}

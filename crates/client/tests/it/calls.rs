@@ -148,6 +148,81 @@ async fn typed_crud_of_nodes_tokens_locks_and_events() {
     assert_eq!(user_ca.ssh_public_keys.len(), 1);
 }
 
+/// A `Client` renews its identity once: a second renewal for another key through the same
+/// client (its certificate's generation is stale now) is refused before anything is sent,
+/// where the server would have taken it for a replay and locked the bot; the same request
+/// again (a retry) is still answered; a new client with the renewed identity renews on.
+#[tokio::test]
+async fn a_client_refuses_a_second_renewal_from_its_stale_identity() {
+    let t = TestServer::start().await;
+    let admin = t.admin().await;
+    let created = admin
+        .create_bot("robot", &["access".into()], &[], None, Duration::ZERO)
+        .await
+        .unwrap();
+    let cas = t.admin_identity().ca_certs().to_vec();
+    let joiner = Client::connect_with_cas(&t.addr, &cas).await.unwrap();
+    let key = PrivateKey::generate(Suite::Default).unwrap();
+    let certs = joiner
+        .register_using_token(
+            &created.token,
+            &key.public_key().to_spki_der(),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let identity =
+        ClientIdentity::from_parts(&key.to_pem(), certs.tls_cert, certs.tls_ca_certs).unwrap();
+    let client = Client::connect(&t.addr, &identity).await.unwrap();
+
+    let k2 = PrivateKey::generate(Suite::Default).unwrap();
+    let spki2 = k2.public_key().to_spki_der();
+    let renewed = client
+        .generate_user_certs(&spki2, Duration::from_secs(600), &[])
+        .await
+        .unwrap();
+    let k3 = PrivateKey::generate(Suite::Default).unwrap();
+    let e = client
+        .generate_user_certs(
+            &k3.public_key().to_spki_der(),
+            Duration::from_secs(600),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::IdentityRenewed), "{e:?}");
+    assert!(e.to_string().contains("connect a new client"), "{e}");
+    // The retry of the renewal that succeeded is sent, and answered again.
+    client
+        .generate_user_certs(&spki2, Duration::from_secs(600), &[])
+        .await
+        .unwrap();
+    // Impersonation from the old certificate is not a renewal: it goes through.
+    client
+        .generate_user_certs(
+            &k3.public_key().to_spki_der(),
+            Duration::from_secs(600),
+            &["access".into()],
+        )
+        .await
+        .unwrap();
+
+    assert!(
+        admin.list_locks().await.unwrap().is_empty(),
+        "nothing locked the bot"
+    );
+    let renewed_identity =
+        ClientIdentity::from_parts(&k2.to_pem(), renewed.tls_cert, renewed.tls_ca_certs).unwrap();
+    let next = Client::connect(&t.addr, &renewed_identity).await.unwrap();
+    next.generate_user_certs(
+        &k3.public_key().to_spki_der(),
+        Duration::from_secs(600),
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
 /// `search_events_page` walks back through the log a page at a time, each event once, and
 /// `until` leaves out the events from that time on.
 #[tokio::test]

@@ -40,6 +40,8 @@
 //!   paging with [`EventQuery::after`](crate::EventQuery::after) returns every event once, in
 //!   order, across ties in time; [`Backend::delete_events_before`] deletes exactly the
 //!   events strictly below its bound, at most `max` per call, each once under racing calls.
+//! - [`Backend::write_with_events`] commits its ops and events together or neither, also
+//!   among concurrent writers.
 //!
 //! The feature keeps assertion code out of production builds; the crate enables it for its
 //! own tests through a dev-dependency on itself.
@@ -79,6 +81,7 @@ mod event_paging;
 mod events;
 mod kv;
 mod range;
+mod together;
 mod watch;
 
 pub use atomic::{
@@ -100,6 +103,9 @@ pub use kv::{
     revisions_increase_across_keys, values_round_trip,
 };
 pub use range::{range_by_prefix, range_orders_unicode_bytewise, range_treats_wildcards_literally};
+pub use together::{
+    concurrent_writes_with_events_land_whole, write_with_events_commits_both_or_neither,
+};
 pub use watch::{
     watch_sees_changes_under_prefix_in_order, watch_sees_every_op_of_one_write,
     watchers_are_independent,
@@ -186,6 +192,12 @@ pub const CASES: &[(&str, Case)] = &[
         Box::pin(concurrent_trims_delete_each_event_once(b))
     }),
     ("ping_and_describe", |b| Box::pin(ping_and_describe(b))),
+    ("write_with_events_commits_both_or_neither", |b| {
+        Box::pin(write_with_events_commits_both_or_neither(b))
+    }),
+    ("concurrent_writes_with_events_land_whole", |b| {
+        Box::pin(concurrent_writes_with_events_land_whole(b))
+    }),
 ];
 
 /// Runs every case in [`CASES`], each on a fresh backend from `setup`, whose second value
@@ -244,6 +256,8 @@ macro_rules! conformance_tests {
             delete_events_before_is_exact_and_bounded,
             concurrent_trims_delete_each_event_once,
             ping_and_describe,
+            write_with_events_commits_both_or_neither,
+            concurrent_writes_with_events_land_whole,
         );
     };
     (@cases (optional: $setup:path); $($case:ident),* $(,)?) => {

@@ -130,9 +130,10 @@ fn read_item(row: &tokio_postgres::Row) -> Item {
 pub(super) async fn write_revision(
     shared: &Shared,
     ops: &[Op],
+    events: &[StoredEvent],
     mode: Mode,
 ) -> Result<Revision, StoreError> {
-    write(shared, ops, mode).await?.ok_or_else(|| {
+    write(shared, ops, events, mode).await?.ok_or_else(|| {
         StoreError::Backend("a delete has no revision to return (internal error)".to_owned())
     })
 }
@@ -142,23 +143,24 @@ pub(super) async fn write_revision(
 pub(super) enum Mode {
     /// One op as one autocommitted statement (a lone delete returns no revision).
     Statement,
-    /// Any number of ops in one transaction at one revision.
+    /// Any number of ops (and events) in one transaction at one revision.
     Transaction,
 }
 
-/// Applies `ops`, retrying what the database rolled back for certain; the revision, if the
-/// write produced one the caller can see.
+/// Applies `ops` and appends `events` (all or nothing), retrying what the database rolled
+/// back for certain; the revision, if the write produced one the caller can see.
 pub(super) async fn write(
     shared: &Shared,
     ops: &[Op],
+    events: &[StoredEvent],
     mode: Mode,
 ) -> Result<Option<Revision>, StoreError> {
     let mut attempt = 1;
     loop {
         let mut client = shared.client().await?;
-        let result = match (mode, ops) {
-            (Mode::Statement, [op]) => write_one(&client, op).await,
-            _ => write_transaction(&mut client, ops).await.map(Some),
+        let result = match (mode, ops, events) {
+            (Mode::Statement, [op], []) => write_one(&client, op).await,
+            _ => write_transaction(&mut client, ops, events).await.map(Some),
         };
         match result {
             Ok(revision) => return Ok(revision),
@@ -235,12 +237,13 @@ async fn write_one(
     }
 }
 
-/// `ops` in one `SERIALIZABLE` transaction at one revision.
+/// `ops` and `events` in one `SERIALIZABLE` transaction, the ops at one revision.
 async fn write_transaction(
     client: &mut deadpool_postgres::Client,
     ops: &[Op],
+    events: &[StoredEvent],
 ) -> Result<Revision, Failed> {
-    if ops.is_empty() {
+    if ops.is_empty() && events.is_empty() {
         let stmt = client.prepare_cached(CURRENT_REVISION).await?;
         return Ok(client.query_one(&stmt, &[]).await?.get(0));
     }
@@ -249,8 +252,13 @@ async fn write_transaction(
         .isolation_level(IsolationLevel::Serializable)
         .start()
         .await?;
-    let stmt = tx.prepare_cached(TAKE_REVISION).await?;
-    let revision: Revision = tx.query_one(&stmt, &[]).await?.get(0);
+    let revision: Revision = if ops.is_empty() {
+        let stmt = tx.prepare_cached(CURRENT_REVISION).await?;
+        tx.query_one(&stmt, &[]).await?.get(0)
+    } else {
+        let stmt = tx.prepare_cached(TAKE_REVISION).await?;
+        tx.query_one(&stmt, &[]).await?.get(0)
+    };
     for op in ops {
         let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match op {
             Op::Create { key, value } => (CREATE, vec![key, value, &revision]),
@@ -285,19 +293,27 @@ async fn write_transaction(
             }));
         }
     }
+    if !events.is_empty() {
+        let stmt = tx.prepare_cached(APPEND_EVENT).await?;
+        for event in events {
+            tx.execute(
+                &stmt,
+                &[&event.id, &event.time_nanos, &event.event_type, &event.data],
+            )
+            .await?;
+        }
+    }
     tx.commit().await?;
     Ok(revision)
 }
 
+const APPEND_EVENT: &str = "INSERT INTO events (id, time_nanos, event_type, data) \
+                            VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
+
 pub(super) async fn append_event(shared: &Shared, event: &StoredEvent) -> Result<(), StoreError> {
     let client = shared.client().await?;
     async {
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO events (id, time_nanos, event_type, data) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .await?;
+        let stmt = client.prepare_cached(APPEND_EVENT).await?;
         client
             .execute(
                 &stmt,

@@ -1,7 +1,8 @@
-//! The SQLite store's audit event log: appends through the writer connection (durable, no
-//! revision, no watch event), searches by time and type on the read connections, each
+//! The SQLite store's audit event log: appends inside the writer's transactions (durable, no
+//! revision, no watch event); searches by time and type on the read connections, each
 //! served by an index in its order (`events_by_time (time_nanos, id)`, `events_by_type
-//! (event_type, time_nanos, id)`), and trimming in bounded batches.
+//! (event_type, time_nanos, id)`); a bulk append and trimming in bounded batches, each its
+//! own short transaction on the write connection (taken between the writer thread's batches).
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, TransactionBehavior};
@@ -66,10 +67,13 @@ impl SqliteBackend {
 }
 
 impl Inner {
-    /// Inserts `event` unless its id is stored already; committed (`synchronous=FULL`) on
-    /// return.
-    pub(super) fn append_event(&self, event: &StoredEvent) -> Result<(), StoreError> {
-        let conn = super::lock(&self.writer);
+    /// Inserts `event` unless its id is stored already, inside the writer's open transaction
+    /// (`conn`): durable when that commits.
+    pub(super) fn insert_event(
+        &self,
+        conn: &rusqlite::Connection,
+        event: &StoredEvent,
+    ) -> Result<(), StoreError> {
         conn.prepare_cached(INSERT)
             .and_then(|mut s| {
                 s.execute(rusqlite::params![
@@ -106,6 +110,8 @@ impl Inner {
             }
         }
         tx.commit().map_err(err)?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(added)
     }
 
@@ -128,6 +134,8 @@ impl Inner {
             )
             .and_then(|mut s| s.execute(rusqlite::params![before_nanos, max]))
             .map_err(self.err("cannot delete old events from"))?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(n as u64)
     }
 

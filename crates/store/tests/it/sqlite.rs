@@ -260,3 +260,59 @@ async fn two_handles_on_one_file_race_safely() {
         Some(r2)
     );
 }
+
+/// One writer at a time: every write is its own durable commit (nothing waits for company).
+/// Writers that arrive together: the writer thread commits them in groups, so there are
+/// fewer commits (fsyncs) than writes, and every write is still there after reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_commits_and_lone_writes_do_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteBackend::open(&path).unwrap();
+    let commits = || {
+        store
+            .durable_commits()
+            .expect("the sqlite store counts its commits")
+    };
+
+    let before = commits();
+    for i in 0..20 {
+        store.put(&format!("/seq/{i:02}"), vec![i]).await.unwrap();
+    }
+    assert_eq!(commits() - before, 20, "a lone write is one commit");
+
+    const WRITERS: usize = 64;
+    const EACH: usize = 20;
+    let before = commits();
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            for i in 0..EACH {
+                store
+                    .put(&format!("/group/{w:02}/{i:02}"), vec![1])
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    let group_commits = commits() - before;
+    let writes = u64::try_from(WRITERS * EACH).unwrap();
+    eprintln!("{writes} concurrent writes in {group_commits} commits");
+    assert!(
+        group_commits < writes,
+        "{writes} concurrent writes took {group_commits} commits: none were grouped"
+    );
+    drop(store);
+
+    let reopened = SqliteBackend::open(&path).unwrap();
+    assert_eq!(
+        reopened.range("/group/").await.unwrap().len(),
+        WRITERS * EACH
+    );
+    assert_eq!(reopened.range("/seq/").await.unwrap().len(), 20);
+}
