@@ -49,11 +49,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Nodes(cmd) => nodes::run(&client, cmd).await,
         Command::Auth(cmd) => auth::run(&client, cmd).await,
         Command::Locks(cmd) => locks::run(&client, cmd).await,
-        Command::Events(EventsCommand::Ls {
-            kind,
-            limit,
-            format,
-        }) => events::ls(&client, kind.as_deref(), limit, format).await,
+        Command::Events(EventsCommand::Ls(args)) => events::ls(&client, &args).await,
         Command::Bench(args) => {
             bench::run(&client, addr, &bench::config(&args)?, args.format).await
         }

@@ -334,18 +334,53 @@ pub(crate) enum LocksCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EventsCommand {
-    /// List audit events, oldest first.
-    Ls {
-        /// Only events of this type (e.g. bot.create).
-        #[arg(long = "type")]
-        kind: Option<String>,
-        /// At most this many (0: the server's default).
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    /// List the newest audit events that match, oldest first.
+    ///
+    /// When more match than shown, text output says so after the table (json and yaml
+    /// output on stderr) with the `--page` value that shows the next, older ones.
+    Ls(EventsLs),
+}
+
+/// `tctl events ls`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsLs {
+    /// Only events of this type (e.g. bot.create).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Only events at or after this time: a duration back from now (`30m`, `24h`) or an
+    /// RFC 3339 time (`2025-01-31T12:00:00Z`).
+    #[arg(long, value_name = "DUR|RFC3339", value_parser = time_or_ago)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Only events before this time: a duration back from now or an RFC 3339 time.
+    #[arg(long, value_name = "DUR|RFC3339", value_parser = time_or_ago)]
+    pub until: Option<time::OffsetDateTime>,
+    /// At most this many, the newest (0: the server's default, 1000; at most 10000).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
+    /// The next, older page of the same search: the value a previous run printed.
+    #[arg(long)]
+    pub page: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// An RFC 3339 time, or a Go-style duration (`90m`, `24h`) back from now.
+fn time_or_ago(s: &str) -> Result<time::OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    match machine_id_types::duration::parse(s) {
+        Ok(d) => time::Duration::try_from(d)
+            .ok()
+            .and_then(|d| time::OffsetDateTime::now_utc().checked_sub(d))
+            .ok_or_else(|| format!("{s} reaches too far back")),
+        Err(_) => Err(format!(
+            "{s:?} is neither a duration back from now (30m, 24h, 720h) nor an RFC 3339 time \
+             (2025-01-31T12:00:00Z)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {

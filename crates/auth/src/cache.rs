@@ -610,6 +610,10 @@ impl Backend for CachedBackend {
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.search_events(query).await
     }
+
+    async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
+        self.inner.delete_events_before(before_nanos, max).await
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,12 @@ pub struct AuthConfig {
     pub rotation_check_interval: Duration,
     /// The grace period of an automatic rotation that names none (48h, as Teleport).
     pub default_rotation_grace_period: Duration,
+    /// How long audit events are kept (90 days): older ones are deleted in the background,
+    /// at start and every [`Self::audit_retention_interval`]. Zero keeps every event.
+    pub audit_retention: Duration,
+    /// How often the audit log is trimmed (1h); a pass that finds more than one batch to
+    /// delete carries on until it is done.
+    pub audit_retention_interval: Duration,
 }
 
 impl AuthConfig {
@@ -126,6 +132,8 @@ impl AuthConfig {
             storage: StorageConfig::Sqlite,
             rotation_check_interval: Duration::from_secs(10),
             default_rotation_grace_period: Duration::from_secs(48 * 3600),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
+            audit_retention_interval: Duration::from_secs(3600),
         }
     }
 
@@ -209,6 +217,21 @@ impl AuthConfig {
             Duration::from_millis(50),
             s(600),
         )?;
+        within(
+            "audit_retention_interval",
+            self.audit_retention_interval,
+            Duration::from_millis(50),
+            s(24 * 3600),
+        )?;
+        if !self.audit_retention.is_zero() && self.audit_retention < s(3600) {
+            return Err(invalid(
+                "auth_service.audit_retention",
+                format!(
+                    "{} would delete events almost as they are written; use 1h or more, or 0 to keep every event",
+                    duration::format(self.audit_retention)
+                ),
+            ));
+        }
         if self.max_unauthenticated_connections_per_ip == 0 {
             return Err(invalid(
                 "limits.max_unauthenticated_connections_per_ip",
@@ -233,6 +256,9 @@ impl AuthConfig {
         Ok(())
     }
 }
+
+/// How long audit events are kept unless configured otherwise (90 days).
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// The longest `max_token_ttl` a configuration may set (30 days).
 pub const MAX_TOKEN_TTL_CEILING: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -325,7 +351,8 @@ pub enum ConfigError {
 ///
 /// `auth_service.max_token_ttl` (default `24h`) caps the lifetime of `token`-method join
 /// tokens; `auth_service.rotation_check_interval` (default `10s`) is how often automatic CA
-/// rotations are checked.
+/// rotations are checked; `auth_service.audit_retention` (default `2160h`, 90 days; `0`
+/// keeps every event, else at least `1h`) is how long audit events are kept.
 ///
 /// Unknown fields are errors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -410,6 +437,9 @@ pub struct AuthServiceConfig {
     /// How often automatic CA rotations are checked (`10s`).
     #[serde(default, with = "duration::serde_opt")]
     pub rotation_check_interval: Option<Duration>,
+    /// How long audit events are kept (`2160h`, 90 days); `0` keeps every event.
+    #[serde(default, with = "duration::serde_opt")]
+    pub audit_retention: Option<Duration>,
 }
 
 /// The `proxy_service` section.
@@ -447,8 +477,9 @@ impl FileConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Applies the file's `limits` section and `auth_service.max_token_ttl` to `config`
-    /// (fields the file leaves out keep their value).
+    /// Applies the file's `limits` section and `auth_service.max_token_ttl`,
+    /// `rotation_check_interval` and `audit_retention` to `config` (fields the file leaves
+    /// out keep their value).
     pub fn apply_limits(&self, config: &mut AuthConfig) {
         let l = &self.limits;
         if let Some(d) = l.handshake_timeout {
@@ -474,6 +505,9 @@ impl FileConfig {
         }
         if let Some(d) = self.auth_service.rotation_check_interval {
             config.rotation_check_interval = d;
+        }
+        if let Some(d) = self.auth_service.audit_retention {
+            config.audit_retention = d;
         }
     }
 
@@ -624,6 +658,35 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("limits.idle_timeout")
+        );
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_90_days_and_zero_keeps_everything() {
+        let mut a = AuthConfig::new("/d", "example.com", "127.0.0.1:0".parse().unwrap());
+        assert_eq!(a.audit_retention, Duration::from_secs(90 * 24 * 3600));
+        FileConfig::parse("auth_service:\n  audit_retention: 720h\n", "f.yaml")
+            .unwrap()
+            .apply_limits(&mut a);
+        assert_eq!(a.audit_retention, Duration::from_secs(30 * 24 * 3600));
+        a.validate().unwrap();
+        FileConfig::parse("auth_service:\n  audit_retention: 0\n", "f.yaml")
+            .unwrap()
+            .apply_limits(&mut a);
+        assert_eq!(a.audit_retention, Duration::ZERO);
+        a.validate().unwrap();
+        FileConfig::parse("auth_service:\n  audit_retention: 10m\n", "f.yaml")
+            .unwrap()
+            .apply_limits(&mut a);
+        assert_eq!(
+            a.validate().unwrap_err().to_string(),
+            "configuration: auth_service.audit_retention: 10m0s would delete events almost as they are written; use 1h or more, or 0 to keep every event"
+        );
+        let e = FileConfig::parse("auth_service:\n  audit_retention: 90d\n", "f.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.yaml: auth_service.audit_retention: invalid duration"),
+            "{e}"
         );
     }
 

@@ -45,6 +45,7 @@ mod metrics;
 pub mod offline;
 mod proxy;
 pub mod rbac;
+mod retention;
 mod revocation;
 mod rotation;
 mod server;
@@ -55,9 +56,9 @@ mod tls;
 
 pub use cache::FeedHealth;
 pub use config::{
-    AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, FileConfig,
-    JoinServiceConfig, LimitsConfig, MAX_CERT_TTL_CEILING, MAX_TOKEN_TTL_CEILING,
-    ProxyServiceConfig,
+    AuthConfig, AuthServiceConfig, ConfigError, DEFAULT_AUDIT_RETENTION, DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN_ADDR, FileConfig, JoinServiceConfig, LimitsConfig, MAX_CERT_TTL_CEILING,
+    MAX_TOKEN_TTL_CEILING, ProxyServiceConfig,
 };
 pub use error::AuthError;
 pub use files::{ADMIN_CAS_FILE, ADMIN_CERT_FILE, ADMIN_KEY_FILE, FileTooLarge, MAX_FILE_SIZE};

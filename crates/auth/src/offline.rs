@@ -270,47 +270,25 @@ pub async fn clone_cluster(from: &StoreTarget, to: &StoreTarget) -> Result<Clone
 /// How many events one page of [`copy_events`] reads.
 const EVENT_PAGE: usize = 5000;
 
-/// Copies the whole event log of `source` into `target`, oldest first, a page at a time.
+/// Copies the whole event log of `source` into `target`, oldest first, a page at a time
+/// (each page starts just past the previous one's last event, so events sharing a time are
+/// copied once each, however many there are).
 async fn copy_events(source: &dyn Backend, target: &dyn Backend) -> Result<usize> {
     let mut copied = 0;
-    let mut since = None;
-    let mut seen_at_since: Vec<String> = Vec::new();
+    let mut query = EventQuery {
+        limit: EVENT_PAGE,
+        ..EventQuery::default()
+    };
     loop {
-        let page = source
-            .search_events(&EventQuery {
-                since_nanos: since,
-                until_nanos: None,
-                event_types: Vec::new(),
-                limit: EVENT_PAGE,
-                descending: false,
-            })
-            .await?;
+        let page = source.search_events(&query).await?;
         let full = page.len() == EVENT_PAGE;
-        let mut last = since;
-        let mut at_last: Vec<String> = Vec::new();
+        query.after = page.last().map(machine_id_store::StoredEvent::position);
         for event in page {
-            // A page starts at the previous page's last time: skip the events seen there.
-            if Some(event.time_nanos) == since && seen_at_since.contains(&event.id) {
-                continue;
-            }
-            if Some(event.time_nanos) != last {
-                last = Some(event.time_nanos);
-                at_last.clear();
-            }
-            at_last.push(event.id.clone());
             target.append_event(event).await?;
             copied += 1;
         }
         if !full {
             return Ok(copied);
         }
-        if last == since {
-            // More than a page of events at one instant: paging by time cannot get past it.
-            return Err(AuthError::Internal(format!(
-                "more than {EVENT_PAGE} audit events share one timestamp; the event log cannot be paged"
-            )));
-        }
-        seen_at_since = at_last;
-        since = last;
     }
 }

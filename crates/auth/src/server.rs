@@ -208,7 +208,7 @@ impl AuthServer {
             ),
         });
         let flush_core = core.clone();
-        let ca_tasks = vec![
+        let mut background = vec![
             tokio::spawn(crate::rotation::follow_store(
                 core.clone(),
                 ca_feed,
@@ -255,6 +255,20 @@ impl AuthServer {
                 conn_limits,
             ))
         });
+        if config.audit_retention.is_zero() {
+            tracing::info!(
+                "audit retention is off (auth_service.audit_retention: 0): every event is kept"
+            );
+        } else {
+            background.push(tokio::spawn(crate::retention::run(
+                flush_core.clone(),
+                crate::retention::Retention {
+                    keep: config.audit_retention,
+                    interval: config.audit_retention_interval,
+                },
+                shutdown_rx.clone(),
+            )));
+        }
         let audit_flush = tokio::spawn(flush_dropped_audit(flush_core, shutdown_rx.clone()));
         let diag_local_addr = diag.as_ref().map(|(addr, _)| *addr);
         let diag = diag.map(|(_, serving)| {
@@ -308,7 +322,7 @@ impl AuthServer {
             serve,
             accept,
             audit_flush,
-            ca_tasks,
+            background,
             feed_health,
             _data_dir_lock: data_dir_lock,
         })
@@ -669,8 +683,8 @@ pub struct RunningAuthServer {
     serve: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     accept: JoinHandle<()>,
     audit_flush: JoinHandle<()>,
-    /// Following the stored CAs, automatic rotation, the admin identity.
-    ca_tasks: Vec<JoinHandle<()>>,
+    /// Following the stored CAs, automatic rotation, the admin identity, audit retention.
+    background: Vec<JoinHandle<()>>,
     feed_health: Arc<FeedHealth>,
     /// The data directory's lock, released when the server is dropped.
     _data_dir_lock: std::fs::File,
@@ -754,7 +768,7 @@ impl RunningAuthServer {
             let _ = p.await;
         }
         let _ = self.audit_flush.await;
-        for t in self.ca_tasks {
+        for t in self.background {
             let _ = t.await;
         }
         if let Some(d) = self.diag {

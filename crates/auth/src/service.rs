@@ -407,9 +407,6 @@ impl AuthService for Api {
     ) -> R<v1::SearchEventsResponse> {
         let c = self.caller(&req, "SearchEvents").await?;
         let query = EventQuery::try_from(req.into_inner())?;
-        let events = self.core.search_events(&c, query).await?;
-        ok(v1::SearchEventsResponse {
-            events: events.into_iter().map(Into::into).collect(),
-        })
+        ok(self.core.search_events(&c, query).await?.into())
     }
 }

@@ -8,7 +8,7 @@ mod admin;
 mod resources;
 mod rotation;
 
-pub use admin::{CreatedBot, ExportedCa, HostCert};
+pub use admin::{CreatedBot, EventPage, EventSearch, ExportedCa, HostCert};
 pub use rotation::{CaWatch, RotateRequest};
 
 use crate::addrs::AuthAddrs;
@@ -296,7 +296,8 @@ fn check_pins(
 ///
 /// - **After any transport failure** (the server cannot have acted, or the connection broke
 ///   mid-call, or it answered `UNAVAILABLE`): the reads (`ping`, `get_*`, `list_*`,
-///   `find_node`, `get_cluster_ca_certs`, `export_ca`, `search_events`); `upsert_*` that
+///   `find_node`, `get_cluster_ca_certs`, `export_ca`, `search_events`,
+///   `search_events_page`); `upsert_*` that
 ///   replace (`create_only == false`); `sign_host_cert` (a new certificate; a retry leaves a
 ///   second audit event); and [`Client::generate_user_certs`], both impersonation (nothing is
 ///   stored) and the renewal of the caller's own identity for a key other than the one its

@@ -14,8 +14,9 @@
 //!   once against the trait, plus the `conformance_tests!` macro that turns it into one test
 //!   per case; `pg_test` (same feature): a throwaway PostgreSQL server for tests.
 //! - [`Item`], [`Op`], [`WatchEvent`], [`StoreError`]: the values going in and out.
-//! - [`StoredEvent`], [`EventQuery`]: the audit event log, kept beside the items (its own
-//!   table, so audit writes never reach the watch feed).
+//! - [`StoredEvent`], [`EventQuery`], [`EventPosition`]: the audit event log, kept beside the
+//!   items (its own table, so audit writes never reach the watch feed), searched through
+//!   indexes a page at a time and trimmed with [`Backend::delete_events_before`].
 //!
 //! # Copying a store
 //!
@@ -23,7 +24,8 @@
 //! and an empty result means the store holds no items); writing them to another, empty
 //! backend with [`Backend::put`] or one [`Backend::atomic_write`] keeps keys and values (the
 //! target hands out its own revisions). Events are read with [`Backend::search_events`]
-//! (paging on time) and written with [`Backend::append_event`], which is idempotent.
+//! (paging with [`EventQuery::after`]) and written with [`Backend::append_event`], which is
+//! idempotent.
 //!
 //! # Keys
 //!
@@ -253,10 +255,41 @@ pub struct StoredEvent {
     pub data: Vec<u8>,
 }
 
+impl StoredEvent {
+    /// Where this event stands in the log's order, for [`EventQuery::after`].
+    pub fn position(&self) -> EventPosition {
+        EventPosition {
+            time_nanos: self.time_nanos,
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// A place in the event log: the log is ordered by `time_nanos`, then by `id` (bytewise),
+/// so this pair names one event's place even when several share a time. A page of a
+/// search ends at the position of its last event, and [`EventQuery::after`] starts the next
+/// page just past it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventPosition {
+    /// The event's time, in Unix nanoseconds.
+    pub time_nanos: i64,
+    /// The event's id.
+    pub id: String,
+}
+
 /// Which events [`Backend::search_events`] returns: those with `since_nanos <= time_nanos <
 /// until_nanos` (either bound optional) whose type is one of `event_types` (empty: any),
-/// ordered by time then id (ascending, or descending when `descending`), at most `limit`
-/// of them (0 gives none).
+/// past `after` in the query's order (when given), ordered by time then id (ascending, or
+/// descending when `descending`), at most `limit` of them (0 gives none).
+///
+/// # Paging
+///
+/// Every backend serves a query from an index, reading about `limit` rows however large
+/// the log is: `(time_nanos, id)` without a type, `(event_type, time_nanos, id)` with one
+/// (several types are one indexed query each, merged). To read everything a query selects
+/// in pages, repeat it with `after` set to the [`StoredEvent::position`] of the previous
+/// page's last event until a page comes back shorter than `limit`: every event is returned
+/// exactly once, in order, ties in `time_nanos` included.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EventQuery {
     /// The earliest time included, in Unix nanoseconds.
@@ -269,6 +302,9 @@ pub struct EventQuery {
     pub limit: usize,
     /// Newest first (so `limit` keeps the newest) instead of oldest first.
     pub descending: bool,
+    /// Only events strictly past this position in the query's order: older than it when
+    /// `descending`, newer otherwise. The cursor of a paged read.
+    pub after: Option<EventPosition>,
 }
 
 /// A stream of changes under a prefix, in commit order.
@@ -331,6 +367,41 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn durable_commits(&self) -> Option<u64> {
         None
     }
+    /// Deletes the oldest events whose `time_nanos` is strictly below `before_nanos` (an
+    /// event at exactly `before_nanos` stays), at most `max` of them (0 deletes none), in
+    /// one short transaction; returns how many it deleted. Retention calls it in a loop
+    /// while a batch comes back full, so no single call holds the store's writer long.
+    ///
+    /// Idempotent and safe to run from several servers at once on one database: an event
+    /// is deleted once, and the calls together delete exactly the events below the bound.
+    async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError>;
+}
+
+/// Merges the answers of one query per event type (each in the query's order, each at most
+/// `limit` long) into the query's answer: one order, cut at `limit`.
+pub(crate) fn merge_event_pages(
+    pages: Vec<Vec<StoredEvent>>,
+    descending: bool,
+    limit: usize,
+) -> Vec<StoredEvent> {
+    let mut all: Vec<StoredEvent> = pages.into_iter().flatten().collect();
+    all.sort_by(|a, b| {
+        let order = (a.time_nanos, &a.id).cmp(&(b.time_nanos, &b.id));
+        if descending { order.reverse() } else { order }
+    });
+    all.truncate(limit);
+    all
+}
+
+/// The distinct types of `query`, in their first order: each is one indexed query.
+pub(crate) fn distinct_types(query: &EventQuery) -> Vec<&str> {
+    let mut types: Vec<&str> = Vec::new();
+    for t in &query.event_types {
+        if !types.contains(&t.as_str()) {
+            types.push(t);
+        }
+    }
+    types
 }
 
 /// The smallest string greater than every string starting with `prefix`, if any. Both

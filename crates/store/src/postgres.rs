@@ -5,7 +5,7 @@
 //!
 //! Modules: `conn` (the connection string, descriptions and connection errors), `tls`
 //! (rustls per `sslmode`), `schema` (tables and migrations), `ops` (the statements),
-//! `watch` (the listener and its watchers).
+//! `events` (event log searches and trimming), `watch` (the listener and its watchers).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use ops::Mode::{Statement, Transaction};
 use crate::{Backend, EventQuery, Item, Op, Revision, StoreError, StoredEvent, Watcher};
 
 mod conn;
+mod events;
 mod ops;
 mod schema;
 mod tls;
@@ -352,7 +353,11 @@ impl Backend for PostgresBackend {
     }
 
     async fn search_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        ops::search_events(self.shared(), query).await
+        events::search_events(self.shared(), query).await
+    }
+
+    async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
+        events::delete_events_before(self.shared(), before_nanos, max).await
     }
 
     async fn write_with_events(

@@ -1,7 +1,7 @@
 //! The SQLite backend: one database file in WAL mode, every write an `IMMEDIATE` transaction
 //! committed with `synchronous=FULL`.
 //!
-//! Layout of the file (schema version 2, kept in `PRAGMA user_version`; `schema` migrates
+//! Layout of the file (schema version 3, kept in `PRAGMA user_version`; `schema` migrates
 //! older files at open):
 //!
 //! - `kv(key TEXT PRIMARY KEY, value BLOB, revision INTEGER) WITHOUT ROWID`: the items;
@@ -9,7 +9,9 @@
 //!   handed out; every write transaction increments it, so revisions never repeat, not even for
 //!   a key deleted and created again;
 //! - `events(id TEXT PRIMARY KEY, time_nanos INTEGER, event_type TEXT, data BLOB)` with an
-//!   index on `(time_nanos, id)`: the audit event log (version 2).
+//!   indexes `events_by_time (time_nanos, id)` (version 2) and `events_by_type (event_type,
+//!   time_nanos, id)` (version 3): the audit event log, each search walking one index in
+//!   order.
 //!
 //! `PRAGMA application_id` marks the file as a Machine ID store so that pointing the server at
 //! some other SQLite database fails instead of adding tables to it.
@@ -492,6 +494,11 @@ impl Backend for SqliteBackend {
 
     fn durable_commits(&self) -> Option<u64> {
         Some(self.inner.commits.load(Ordering::Relaxed))
+    }
+
+    async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
+        self.blocking(move |inner| inner.delete_events_before(before_nanos, max))
+            .await
     }
 }
 

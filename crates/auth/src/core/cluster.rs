@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use machine_id_mint::PublicKey;
+use machine_id_store::{EventPosition, StoredEvent};
 use machine_id_types::{AuditEvent, ca_kind, event_types};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -57,9 +58,22 @@ pub(crate) struct EventQuery {
     pub event_type: Option<String>,
     /// Only events at or after this time.
     pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
     /// At most this many (the newest), capped at the server's maximum; `None` for the
     /// default.
     pub limit: Option<usize>,
+    /// Only events older than this place in the log: the `next_page` of an earlier answer.
+    pub page: Option<EventPosition>,
+}
+
+/// One answer of SearchEvents.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventPage {
+    /// The events, oldest first.
+    pub events: Vec<AuditEvent>,
+    /// Where the next (older) page starts, when more events match than this page holds.
+    pub next_page: Option<EventPosition>,
 }
 
 impl Core {
@@ -151,38 +165,45 @@ impl Core {
         })
     }
 
-    /// SearchEvents: oldest first, the newest `limit` of those matching.
-    pub async fn search_events(
-        &self,
-        caller: &Caller,
-        query: EventQuery,
-    ) -> Result<Vec<AuditEvent>> {
+    /// SearchEvents: the newest `limit` of those matching (older than `page` when given),
+    /// oldest first, and where the next page starts when more match. One indexed store
+    /// query of `limit + 1` rows, however large the log.
+    pub async fn search_events(&self, caller: &Caller, query: EventQuery) -> Result<EventPage> {
         self.authorize(caller, "SearchEvents", kind::EVENT, Verb::List)
             .await?;
         let EventQuery {
             event_type,
             since,
+            until,
             limit,
+            page,
         } = query;
         let limit = limit.map_or(DEFAULT_EVENTS, |n| n.min(MAX_EVENTS));
+        let nanos =
+            |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos().max(0)).unwrap_or(i64::MAX);
         let query = machine_id_store::EventQuery {
-            since_nanos: since
-                .map(|s| i64::try_from(s.unix_timestamp_nanos().max(0)).unwrap_or(i64::MAX)),
-            until_nanos: None,
+            since_nanos: since.map(nanos),
+            until_nanos: until.map(nanos),
             event_types: event_type.into_iter().collect(),
-            limit,
+            // One more than asked, to learn whether another page follows.
+            limit: limit + 1,
             descending: true,
+            after: page,
+        };
+        let mut stored = self.state.backend.search_events(&query).await?;
+        let more = stored.len() > limit;
+        stored.truncate(limit);
+        let next_page = if more {
+            stored.last().map(StoredEvent::position)
+        } else {
+            None
         };
         // The newest `limit`, turned oldest first.
-        let mut events = self
-            .state
-            .backend
-            .search_events(&query)
-            .await?
+        let mut events = stored
             .iter()
             .map(|e| state::decode::<AuditEvent>("the event log", &e.data))
             .collect::<Result<Vec<_>>>()?;
         events.reverse();
-        Ok(events)
+        Ok(EventPage { events, next_page })
     }
 }

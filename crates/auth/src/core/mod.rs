@@ -43,7 +43,7 @@ mod rotation;
 pub(crate) use access::Caller;
 pub(crate) use bots::{CreateBot, CreatedBot, LockBot};
 pub(crate) use certs::CertsRequest;
-pub(crate) use cluster::{CaExport, EventQuery, HostCertRequest, SignedHostCert};
+pub(crate) use cluster::{CaExport, EventPage, EventQuery, HostCertRequest, SignedHostCert};
 pub(crate) use issue::IssuedCerts;
 pub(crate) use join_iam::IamJoinRequest;
 pub(crate) use join_token::TokenJoinRequest;

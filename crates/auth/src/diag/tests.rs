@@ -79,6 +79,9 @@ impl Backend for Scripted {
     async fn search_events(&self, _: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         unused()
     }
+    async fn delete_events_before(&self, _: i64, _: usize) -> Result<u64, StoreError> {
+        unused()
+    }
     async fn write_with_events(
         &self,
         _: Vec<Op>,

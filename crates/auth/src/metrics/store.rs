@@ -26,6 +26,7 @@ const OPS: &[&str] = &[
     "append_event",
     "search_events",
     "write_with_events",
+    "delete_events_before",
 ];
 
 /// Per-operation latency and failure counts.
@@ -179,5 +180,10 @@ impl Backend for InstrumentedBackend {
 
     fn durable_commits(&self) -> Option<u64> {
         self.inner.durable_commits()
+    }
+
+    async fn delete_events_before(&self, before_nanos: i64, max: usize) -> Result<u64, StoreError> {
+        self.timed(13, self.inner.delete_events_before(before_nanos, max))
+            .await
     }
 }

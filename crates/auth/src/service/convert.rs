@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use machine_id_proto::v1;
 
+use machine_id_store::EventPosition;
+
 use crate::core::{
-    CaExport, CertsRequest, CreateBot, CreatedBot, EventQuery, HostCertRequest, IamJoinRequest,
-    IssuedCerts, LockBot, SignedHostCert, TokenJoinRequest,
+    CaExport, CertsRequest, CreateBot, CreatedBot, EventPage, EventQuery, HostCertRequest,
+    IamJoinRequest, IssuedCerts, LockBot, SignedHostCert, TokenJoinRequest,
 };
 use crate::error::AuthError;
 
@@ -89,17 +91,57 @@ impl TryFrom<v1::SearchEventsRequest> for EventQuery {
     type Error = AuthError;
 
     fn try_from(r: v1::SearchEventsRequest) -> Result<Self, AuthError> {
-        Ok(Self {
-            event_type: given(r.event_type),
-            since: r
-                .since
-                .as_ref()
+        let time = |t: Option<prost_types::Timestamp>| {
+            t.as_ref()
                 .map(machine_id_proto::timestamp_to)
                 .transpose()
-                .map_err(|e| AuthError::InvalidArgument(e.to_string()))?,
+                .map_err(|e| AuthError::InvalidArgument(e.to_string()))
+        };
+        Ok(Self {
+            event_type: given(r.event_type),
+            since: time(r.since)?,
+            until: time(r.until)?,
             limit: (r.limit > 0).then_some(r.limit as usize),
+            page: given(r.page).map(|p| page_from_wire(&p)).transpose()?,
         })
     }
+}
+
+impl From<EventPage> for v1::SearchEventsResponse {
+    fn from(p: EventPage) -> Self {
+        Self {
+            events: p.events.into_iter().map(Into::into).collect(),
+            next_page: p.next_page.as_ref().map(page_to_wire).unwrap_or_default(),
+        }
+    }
+}
+
+/// The version tag of the page cursor's format.
+const PAGE_FORMAT: &str = "1";
+
+/// A page cursor as the wire carries it: opaque to clients (hex of `1:<time>:<id>`), so the
+/// format may change with a new tag.
+fn page_to_wire(p: &EventPosition) -> String {
+    hex::encode(format!("{PAGE_FORMAT}:{}:{}", p.time_nanos, p.id))
+}
+
+/// A page cursor from the wire; anything this server did not write is refused.
+fn page_from_wire(s: &str) -> Result<EventPosition, AuthError> {
+    let bad = || {
+        AuthError::InvalidArgument(
+            "page is not a next_page this server returned; search again without it".into(),
+        )
+    };
+    let text = String::from_utf8(hex::decode(s).map_err(|_| bad())?).map_err(|_| bad())?;
+    let rest = text
+        .strip_prefix(PAGE_FORMAT)
+        .and_then(|r| r.strip_prefix(':'))
+        .ok_or_else(bad)?;
+    let (time, id) = rest.split_once(':').ok_or_else(bad)?;
+    Ok(EventPosition {
+        time_nanos: time.parse().map_err(|_| bad())?,
+        id: id.to_string(),
+    })
 }
 
 impl From<IssuedCerts> for v1::Certs {
@@ -152,12 +194,31 @@ mod tests {
         assert_eq!(ttl(90), Some(Duration::from_secs(90)));
         assert_eq!(given(String::new()), None);
         assert_eq!(given("x".into()), Some("x".to_string()));
-        let q = EventQuery::try_from(v1::SearchEventsRequest {
-            event_type: String::new(),
-            limit: 0,
-            since: None,
-        })
-        .expect("a query without a time converts");
-        assert_eq!((q.event_type, q.since, q.limit), (None, None, None));
+        let q = EventQuery::try_from(v1::SearchEventsRequest::default())
+            .expect("a query without a time converts");
+        assert_eq!(
+            (q.event_type, q.since, q.until, q.limit),
+            (None, None, None, None)
+        );
+        assert_eq!(q.page, None);
+    }
+
+    #[test]
+    fn page_cursor_round_trips_and_refuses_others() {
+        let p = EventPosition {
+            time_nanos: 1_700_000_000_123_456_789,
+            id: "a:b-c".into(),
+        };
+        assert_eq!(page_from_wire(&page_to_wire(&p)).expect("round trip"), p);
+        for bad in [
+            "",
+            "zz",
+            &hex::encode("2:1:x"),
+            &hex::encode("1:x:y"),
+            &hex::encode("1:5"),
+        ] {
+            let e = page_from_wire(bad).expect_err(bad).to_string();
+            assert!(e.contains("search again without it"), "{e}");
+        }
     }
 }

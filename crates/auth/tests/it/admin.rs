@@ -577,7 +577,7 @@ async fn events_filter_and_limit_newest_last() {
         .search_events(v1::SearchEventsRequest {
             event_type: "resource.put".into(),
             limit: 2,
-            since: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -4,6 +4,7 @@
 
 mod admin;
 mod diag;
+mod events;
 mod ha;
 mod iam;
 mod join;

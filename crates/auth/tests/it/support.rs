@@ -158,6 +158,8 @@ pub async fn start_with(
     config.storage = storage;
     // Automatic rotations are checked often, so tests that move the fake clock see them soon.
     config.rotation_check_interval = std::time::Duration::from_millis(100);
+    // Retention passes run as often, for tests that move the clock past it.
+    config.audit_retention_interval = std::time::Duration::from_millis(100);
     AuthServer::start(config).await
 }
 
@@ -228,8 +230,7 @@ pub async fn events(
     admin
         .search_events(v1::SearchEventsRequest {
             event_type: event_type.into(),
-            limit: 0,
-            since: None,
+            ..Default::default()
         })
         .await
         .unwrap()

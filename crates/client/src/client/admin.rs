@@ -23,6 +23,33 @@ pub struct CreatedBot {
     pub join_method: JoinMethod,
 }
 
+/// Which audit events [`Client::search_events_page`] asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSearch {
+    /// Only events of this type (`bot.join`, ...); `None` for every type.
+    pub event_type: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
+    /// The most events per page; zero for the server's default (1000). The server caps it
+    /// at 10,000.
+    pub limit: u32,
+    /// `None` for the newest page; else the [`EventPage::next_page`] of the previous page
+    /// of the same search.
+    pub page: Option<String>,
+}
+
+/// One page of audit events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// The events, oldest first.
+    pub events: Vec<AuditEvent>,
+    /// When older events match than this page holds: an opaque cursor to put in
+    /// [`EventSearch::page`] for them; `None` when this page holds the oldest match.
+    pub next_page: Option<String>,
+}
+
 /// A CA as `tctl auth export` needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExportedCa {
@@ -186,17 +213,54 @@ impl Client {
     }
 
     /// Audit events, oldest first: of `event_type` (all when `None`), at most `limit` (zero:
-    /// the server's default), since `since` when given.
+    /// the server's default), since `since` when given: the newest that match, one page of
+    /// [`Client::search_events_page`].
     pub async fn search_events(
         &self,
         event_type: Option<&str>,
         limit: u32,
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<AuditEvent>> {
-        let request = v1::SearchEventsRequest {
-            event_type: event_type.unwrap_or_default().to_string(),
+        let search = EventSearch {
+            event_type: event_type.map(str::to_string),
+            since,
             limit,
-            since: since.map(timestamp_from),
+            ..EventSearch::default()
+        };
+        Ok(self.search_events_page(&search).await?.events)
+    }
+
+    /// One page of audit events: the newest `search.limit` that match (and are older than
+    /// `search.page`'s when given), oldest first, with the cursor of the next, older page
+    /// when more match. Reading a whole range:
+    ///
+    /// ```no_run
+    /// # async fn f(client: &machine_id_client::Client) -> machine_id_client::Result<()> {
+    /// use machine_id_client::EventSearch;
+    /// let mut search = EventSearch { event_type: Some("bot.join".into()), limit: 500, ..EventSearch::default() };
+    /// loop {
+    ///     let page = client.search_events_page(&search).await?;
+    ///     for event in &page.events {
+    ///         println!("{} {}", event.time, event.message);
+    ///     }
+    ///     match page.next_page {
+    ///         Some(next) => search.page = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// The server reads about `limit` events from an index whatever the log's size; it
+    /// caps `limit` at 10,000.
+    pub async fn search_events_page(&self, search: &EventSearch) -> Result<EventPage> {
+        let request = v1::SearchEventsRequest {
+            event_type: search.event_type.clone().unwrap_or_default(),
+            limit: search.limit,
+            since: search.since.map(timestamp_from),
+            until: search.until.map(timestamp_from),
+            page: search.page.clone().unwrap_or_default(),
         };
         let r = self
             .read("SearchEvents", |mut c| {
@@ -205,6 +269,9 @@ impl Client {
             })
             .await;
         let r = r?;
-        convert_all(r.events)
+        Ok(EventPage {
+            events: convert_all(r.events)?,
+            next_page: (!r.next_page.is_empty()).then_some(r.next_page),
+        })
     }
 }

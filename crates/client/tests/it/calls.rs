@@ -222,3 +222,59 @@ async fn a_client_refuses_a_second_renewal_from_its_stale_identity() {
     .await
     .unwrap();
 }
+
+/// `search_events_page` walks back through the log a page at a time, each event once, and
+/// `until` leaves out the events from that time on.
+#[tokio::test]
+async fn search_events_page_walks_back_with_until() {
+    let t = TestServer::start().await;
+    let admin = t.admin().await;
+    for i in 0..5 {
+        let role = machine_id_types::Role::new(format!("r{i}"), Default::default());
+        admin.upsert_role(role, true).await.unwrap();
+    }
+    let mut search = machine_id_client::EventSearch {
+        event_type: Some("resource.put".into()),
+        limit: 2,
+        ..Default::default()
+    };
+    let mut pages = Vec::new();
+    loop {
+        let page = admin.search_events_page(&search).await.unwrap();
+        pages.push(
+            page.events
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>(),
+        );
+        match page.next_page {
+            Some(next) => search.page = Some(next),
+            None => break,
+        }
+    }
+    let created = |i: u32| format!("role r{i} created");
+    assert_eq!(
+        pages,
+        [
+            vec![created(3), created(4)],
+            vec![created(1), created(2)],
+            vec![created(0)]
+        ]
+    );
+
+    let all = admin
+        .search_events(Some("resource.put"), 0, None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+    let before_fourth = admin
+        .search_events_page(&machine_id_client::EventSearch {
+            event_type: Some("resource.put".into()),
+            until: Some(all[3].time),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(before_fourth.events, all[..3]);
+    assert_eq!(before_fourth.next_page, None);
+}

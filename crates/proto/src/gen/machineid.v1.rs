@@ -444,21 +444,35 @@ pub struct SignHostCertResponse {
     #[prost(string, tag = "2")]
     pub host_ca_key: ::prost::alloc::string::String,
 }
+/// The newest `limit` events that match, oldest first; pages go back in time.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SearchEventsRequest {
     /// Empty: all types.
     #[prost(string, tag = "1")]
     pub event_type: ::prost::alloc::string::String,
-    /// 0 = the server's default (1000).
+    /// 0 = the server's default (1000); at most 10,000.
     #[prost(uint32, tag = "2")]
     pub limit: u32,
+    /// Only events at or after this time.
     #[prost(message, optional, tag = "3")]
     pub since: ::core::option::Option<::prost_types::Timestamp>,
+    /// Only events before this time.
+    #[prost(message, optional, tag = "4")]
+    pub until: ::core::option::Option<::prost_types::Timestamp>,
+    /// Empty for the first page; else the `next_page` of the previous answer to the same
+    /// request (same type, since and until), for the events just older than that answer's.
+    #[prost(string, tag = "5")]
+    pub page: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SearchEventsResponse {
+    /// Oldest first.
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<AuditEvent>,
+    /// Set when older events match than this answer holds: an opaque cursor to send as
+    /// `page` for them. Empty when this answer holds the oldest match.
+    #[prost(string, tag = "2")]
+    pub next_page: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RotateCaRequest {

@@ -37,6 +37,9 @@
 //!   commit order is revision order there; with overlapping writers only per-key order is
 //!   promised, and no case asserts more);
 //! - the event log is ordered by time then id, idempotent per id, and apart from the items;
+//!   paging with [`EventQuery::after`](crate::EventQuery::after) returns every event once, in
+//!   order, across ties in time; [`Backend::delete_events_before`] deletes exactly the
+//!   events strictly below its bound, at most `max` per call, each once under racing calls.
 //! - [`Backend::write_with_events`] commits its ops and events together or neither, also
 //!   among concurrent writers.
 //!
@@ -44,9 +47,9 @@
 //! own tests through a dev-dependency on itself.
 //!
 //! The cases live in private modules by concern: `kv` (single keys), `cas` (conditional
-//! writes on one key), `range`, `atomic` (`atomic_write`), `watch` and `concurrency`
-//! (races); all are re-exported here, so `conformance::get_missing` names a case wherever
-//! it lives.
+//! writes on one key), `range`, `atomic` (`atomic_write`), `watch`, `concurrency`
+//! (races), `events` and `event_paging` (the event log); all are re-exported here, so
+//! `conformance::get_missing` names a case wherever it lives.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,6 +77,7 @@ macro_rules! assert_store_err {
 mod atomic;
 mod cas;
 mod concurrency;
+mod event_paging;
 mod events;
 mod kv;
 mod range;
@@ -88,6 +92,10 @@ pub use concurrency::{
     concurrent_writes_get_distinct_revisions, counter_with_retry_loops, race_compare_and_delete,
     race_compare_and_swap, race_create, race_single_use_consumption,
     racing_puts_to_one_key_leave_the_highest_revision,
+};
+pub use event_paging::{
+    concurrent_trims_delete_each_event_once, delete_events_before_is_exact_and_bounded,
+    events_page_through_ties_in_order,
 };
 pub use events::{events_append_and_search, events_are_not_items, ping_and_describe};
 pub use kv::{
@@ -174,6 +182,15 @@ pub const CASES: &[(&str, Case)] = &[
     ("events_are_not_items", |b| {
         Box::pin(events_are_not_items(b))
     }),
+    ("events_page_through_ties_in_order", |b| {
+        Box::pin(events_page_through_ties_in_order(b))
+    }),
+    ("delete_events_before_is_exact_and_bounded", |b| {
+        Box::pin(delete_events_before_is_exact_and_bounded(b))
+    }),
+    ("concurrent_trims_delete_each_event_once", |b| {
+        Box::pin(concurrent_trims_delete_each_event_once(b))
+    }),
     ("ping_and_describe", |b| Box::pin(ping_and_describe(b))),
     ("write_with_events_commits_both_or_neither", |b| {
         Box::pin(write_with_events_commits_both_or_neither(b))
@@ -235,6 +252,9 @@ macro_rules! conformance_tests {
             counter_with_retry_loops,
             events_append_and_search,
             events_are_not_items,
+            events_page_through_ties_in_order,
+            delete_events_before_is_exact_and_bounded,
+            concurrent_trims_delete_each_event_once,
             ping_and_describe,
             write_with_events_commits_both_or_neither,
             concurrent_writes_with_events_land_whole,

@@ -1,6 +1,7 @@
 //! The statements of the PostgreSQL backend: reads, single-statement conditional writes
 //! (autocommit, row locks decide races), `atomic_write` as one `SERIALIZABLE` transaction,
-//! retries of transactions the database rolled back for certain, and the event log.
+//! retries of transactions the database rolled back for certain, and appends to the event
+//! log (searching and trimming it is `events`).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::{Shared, jitter};
-use crate::{EventQuery, Item, Op, Revision, StoreError, StoredEvent, prefix_successor};
+use crate::{Item, Op, Revision, StoreError, StoredEvent, prefix_successor};
 
 /// Attempts of a write the database keeps rolling back (serialization failure, deadlock).
 const MAX_ATTEMPTS: u32 = 10;
@@ -323,50 +324,4 @@ pub(super) async fn append_event(shared: &Shared, event: &StoredEvent) -> Result
     .await
     .map_err(|e| shared.query_error("cannot append an event", &e))?;
     Ok(())
-}
-
-pub(super) async fn search_events(
-    shared: &Shared,
-    query: &EventQuery,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    if query.limit == 0 {
-        return Ok(Vec::new());
-    }
-    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-    let mut sql = String::from("SELECT time_nanos, id, event_type, data FROM events WHERE true");
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(since) = &query.since_nanos {
-        params.push(since);
-        sql.push_str(&format!(" AND time_nanos >= ${}", params.len()));
-    }
-    if let Some(until) = &query.until_nanos {
-        params.push(until);
-        sql.push_str(&format!(" AND time_nanos < ${}", params.len()));
-    }
-    if !query.event_types.is_empty() {
-        params.push(&query.event_types);
-        sql.push_str(&format!(" AND event_type = ANY (${})", params.len()));
-    }
-    params.push(&limit);
-    let order = if query.descending { "DESC" } else { "ASC" };
-    sql.push_str(&format!(
-        " ORDER BY time_nanos {order}, id {order} LIMIT ${}",
-        params.len()
-    ));
-    let client = shared.client().await?;
-    let rows = async {
-        let stmt = client.prepare_cached(&sql).await?;
-        client.query(&stmt, &params).await
-    }
-    .await
-    .map_err(|e| shared.query_error("cannot search events", &e))?;
-    Ok(rows
-        .iter()
-        .map(|row| StoredEvent {
-            time_nanos: row.get(0),
-            id: row.get(1),
-            event_type: row.get(2),
-            data: row.get(3),
-        })
-        .collect())
 }

@@ -7,7 +7,7 @@ use super::sql_err;
 use crate::StoreError;
 
 /// The schema version this code writes; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Marks the file as ours (`PRAGMA application_id`): "MIDS".
 const APPLICATION_ID: i64 = 0x4d49_4453;
@@ -34,6 +34,10 @@ const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX events_by_time ON events (time_nanos, id);
+",
+    // Version 3: a search by type walks this index instead of filtering the time index.
+    "
+    CREATE INDEX events_by_type ON events (event_type, time_nanos, id);
 ",
 ];
 

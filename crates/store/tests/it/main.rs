@@ -8,6 +8,8 @@
 mod conformance;
 mod crash;
 mod postgres;
+mod postgres_events;
 mod postgres_faults;
 mod postgres_tls;
 mod sqlite;
+mod sqlite_events;

@@ -169,12 +169,12 @@ async fn schema_is_versioned_and_marked() {
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!(mode, "wal");
 }
 
 /// A file written by the previous version (schema 1, no event log) opens with its items and
-/// revisions intact and gains the event log.
+/// revisions intact and gains the event log (and every later migration).
 #[tokio::test]
 async fn version_1_file_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +219,7 @@ async fn version_1_file_is_migrated() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 /// Two handles on one file (as two processes would be) still let exactly one
