@@ -40,10 +40,25 @@ struct Request {
     reply: oneshot::Sender<Result<Revision, StoreError>>,
 }
 
-/// The sending side of the writer's queue. When the last handle is dropped the thread
-/// finishes what is queued and exits.
+/// The sending side of the writer's queue. Dropping it (with the last store handle) lets the
+/// thread finish what is queued, and waits until it has exited and released its connections,
+/// so that the last close checkpoints the WAL into the database file as before: after a clean
+/// stop, the database file alone holds the whole store (and no stale `-wal` is left beside it
+/// to be replayed onto a file restored from a backup).
 pub(super) struct Queue {
-    tx: mpsc::Sender<Request>,
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the sqlite store's writer thread panicked");
+        }
+    }
 }
 
 impl Queue {
@@ -51,15 +66,18 @@ impl Queue {
     pub(super) fn start(inner: Arc<Inner>) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let location = inner.location.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&inner, &rx))
+            .spawn(move || run(inner, &rx))
             .map_err(|e| {
                 StoreError::Backend(format!(
                     "sqlite store {location}: cannot start the writer thread: {e}"
                 ))
             })?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Queues `ops` and `events` as one write and waits until it is durable (or failed).
@@ -76,13 +94,15 @@ impl Queue {
             ))
         };
         self.tx
+            .as_ref()
+            .ok_or_else(stopped)?
             .send(Request { ops, events, reply })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-fn run(inner: &Inner, rx: &mpsc::Receiver<Request>) {
+fn run(inner: Arc<Inner>, rx: &mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -102,6 +122,9 @@ fn run(inner: &Inner, rx: &mpsc::Receiver<Request>) {
         }
     }
     tracing::debug!(location = %inner.location, "sqlite store writer stopped");
+    // `inner` (with the connections, if this was the last reference) is released here,
+    // before the store's drop returns from joining this thread.
+    drop(inner);
 }
 
 /// The same error for every member of a batch that failed as a whole.

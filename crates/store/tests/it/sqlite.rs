@@ -316,3 +316,28 @@ async fn concurrent_writes_share_commits_and_lone_writes_do_not_wait() {
     );
     assert_eq!(reopened.range("/seq/").await.unwrap().len(), 20);
 }
+
+/// Dropping the last handle closes the connections (the writer thread is waited for), so
+/// SQLite checkpoints the WAL into the database file and removes it: after a clean stop the
+/// file alone is the whole store, and a copy of it (a backup) holds every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_leaves_the_whole_state_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteBackend::open(&path).unwrap();
+    for i in 0..50u8 {
+        store.put(&format!("/kept/{i:02}"), vec![i]).await.unwrap();
+    }
+    let clone = store.clone();
+    drop(store);
+    clone.put("/kept/last", vec![1]).await.unwrap();
+    drop(clone);
+    assert!(
+        !dir.path().join("state.db-wal").exists(),
+        "the WAL was checkpointed and removed when the store was dropped"
+    );
+    let backup = tempfile::tempdir().unwrap();
+    std::fs::copy(&path, backup.path().join("state.db")).unwrap();
+    let copy = SqliteBackend::open(&backup.path().join("state.db")).unwrap();
+    assert_eq!(copy.range("/kept/").await.unwrap().len(), 51);
+}
