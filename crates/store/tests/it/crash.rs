@@ -66,46 +66,8 @@ async fn crash_child() {
 async fn every_acknowledged_write_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::crash_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut committed = Vec::new();
-    let mut line = String::new();
-    let mut killed = false;
-    loop {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        // A line cut short by the kill has no newline: its write is not acknowledged.
-        if let Some(key) = line
-            .strip_prefix("committed ")
-            .and_then(|l| l.strip_suffix('\n'))
-        {
-            committed.push(key.to_owned());
-        }
-        if !killed && committed.len() >= LINES_BEFORE_KILL {
-            child.kill().unwrap(); // SIGKILL
-            killed = true;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        killed,
-        "the child exited ({status}) after only {} writes",
-        committed.len()
-    );
+    let committed =
+        run_child_until_killed("crash::crash_child", CHILD_ENV, &path, LINES_BEFORE_KILL);
     eprintln!(
         "{} keys acknowledged before the kill took effect",
         committed.len()
@@ -177,44 +139,12 @@ async fn group_crash_child() {
 async fn writes_committed_in_one_group_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::group_crash_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(GROUP_CHILD_ENV, &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut committed = Vec::new();
-    let mut line = String::new();
-    let mut killed = false;
-    loop {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(key) = line
-            .strip_prefix("committed ")
-            .and_then(|l| l.strip_suffix('\n'))
-        {
-            committed.push(key.to_owned());
-        }
-        if !killed && committed.len() >= 10 * LINES_BEFORE_KILL {
-            child.kill().unwrap(); // SIGKILL, with the other writers mid-group
-            killed = true;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        killed,
-        "the child exited ({status}) after only {} writes",
-        committed.len()
+    // SIGKILL with the other writers mid-group.
+    let committed = run_child_until_killed(
+        "crash::group_crash_child",
+        GROUP_CHILD_ENV,
+        &path,
+        10 * LINES_BEFORE_KILL,
     );
 
     let store = SqliteBackend::open(&path).unwrap();
@@ -249,4 +179,51 @@ async fn writes_committed_in_one_group_survive_kill_9() {
         committed.len(),
         items.len()
     );
+}
+
+/// Runs this binary's test `test` as a child with `env` set to `path`, reads the keys it
+/// prints after each acknowledged write, SIGKILLs it once `kill_after` were read, and returns
+/// every key acknowledged before the kill took effect (a line cut short by the kill has no
+/// newline: its write is not acknowledged).
+fn run_child_until_killed(
+    test: &str,
+    env: &str,
+    path: &std::path::Path,
+    kill_after: usize,
+) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut committed = Vec::new();
+    let mut line = String::new();
+    let mut killed = false;
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(key) = line
+            .strip_prefix("committed ")
+            .and_then(|l| l.strip_suffix('\n'))
+        {
+            committed.push(key.to_owned());
+        }
+        if !killed && committed.len() >= kill_after {
+            child.kill().unwrap(); // SIGKILL
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        killed,
+        "the child exited ({status}) after only {} writes",
+        committed.len()
+    );
+    committed
 }

@@ -265,7 +265,7 @@ async fn two_handles_on_one_file_race_safely() {
 /// Writers that arrive together: the writer thread commits them in groups, so there are
 /// fewer commits (fsyncs) than writes, and every write is still there after reopening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writes_share_commits_and_lone_writes_do_not_wait() {
+async fn concurrent_writes_share_commits_and_a_lone_write_commits_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let store = SqliteBackend::open(&path).unwrap();
