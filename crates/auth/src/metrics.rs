@@ -121,7 +121,7 @@ impl Metrics {
         e.family(
             "auth_server_renewals_total",
             Kind::Counter,
-            "Renewals of a bot's own identity (GenerateUserCerts without role requests), by result as for joins.",
+            "Renewals of a bot's own identity (GenerateUserCerts without role requests, GenerateBotCerts with an identity key), by result as for joins.",
         );
         for (result, n) in self.renewals.read() {
             e.sample("auth_server_renewals_total", &[("result", result)], n);

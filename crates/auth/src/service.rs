@@ -160,6 +160,21 @@ impl AuthService for Api {
             .into())
     }
 
+    async fn generate_bot_certs(
+        &self,
+        req: Request<v1::GenerateBotCertsRequest>,
+    ) -> R<v1::GenerateBotCertsResponse> {
+        if !req.get_ref().identity_public_key.is_empty() {
+            metrics::mark(req.extensions(), Flag::Renewal);
+        }
+        let c = self.caller(&req, "GenerateBotCerts").await?;
+        ok(self
+            .core
+            .generate_bot_certs(&c, req.into_inner().into())
+            .await?
+            .into())
+    }
+
     async fn get_role(&self, req: Request<v1::GetByNameRequest>) -> R<v1::Role> {
         let c = self.caller(&req, "GetRole").await?;
         ok(self.core.get_role(&c, &req.get_ref().name).await?.into())

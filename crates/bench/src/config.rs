@@ -14,9 +14,9 @@ pub enum Workload {
     /// Renewals of the bot identity as tbot renews: a new key and a new mTLS connection with
     /// the current identity each time, `GenerateUserCerts` for the new key.
     Renew,
-    /// Whole tbot cycles: a renewal, then over a new connection as the renewed identity
-    /// `Ping`, the host CA export, the bot's role and one output's impersonated certificates
-    /// (2 handshakes, 5 calls).
+    /// Whole tbot cycles as tbot makes them: one new mTLS connection with the current
+    /// identity and one `GenerateBotCerts` call that renews it and returns one output's
+    /// impersonated certificates with the cluster's proxy address and host CA keys.
     Cycle,
     /// An output's impersonated certificates over a connection each bot keeps open.
     Output,

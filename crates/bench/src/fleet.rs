@@ -35,8 +35,6 @@ pub(crate) struct BenchBot {
     pub(crate) certs: Certs,
     /// The generation its current identity states.
     pub(crate) generation: u64,
-    /// The roles of its own identity (`bot-<name>`), whose `impersonate` rule the cycle reads.
-    pub(crate) own_roles: Vec<String>,
     /// The public half (DER SubjectPublicKeyInfo) of the output's key, which is kept for the
     /// life of the bench as tbot keeps it (the private half would only be written to the
     /// destination, which the bench does not do).
@@ -66,7 +64,6 @@ impl BenchBot {
         self.key = key;
         self.certs = certs;
         self.generation = id.generation;
-        self.own_roles = id.roles;
         Ok(self.generation)
     }
 }
@@ -222,7 +219,6 @@ async fn set_up_bot(
         key,
         certs,
         generation: id.generation,
-        own_roles: id.roles,
         output_spki: new_key()?.public_key().to_spki_der(),
         roles,
         kept: None,

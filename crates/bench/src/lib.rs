@@ -14,9 +14,9 @@
 //!   and, where readable, the server's CPU time and store commits per request.
 //!
 //! **Invariants.** Every request is made as tbot makes it: a renewal is a new key and a new
-//! mutual-TLS connection as the current identity; a cycle renews, then over the renewed
-//! identity's own new connection pings, exports the host CA, reads the bot's role and gets
-//! one output's certificates for the key the output keeps; a join bootstraps trust from the
+//! mutual-TLS connection as the current identity; a cycle is one such connection and one
+//! `GenerateBotCerts` call that renews and gets one output's certificates for the key the
+//! output keeps, every role the bot may impersonate; a join bootstraps trust from the
 //! CA pins. Each bot's current identity lives with exactly one worker, which makes one
 //! request at a time, so a bot never renews concurrently with itself and never from a stale
 //! generation; workers share nothing a tbot process would not share (not even failover

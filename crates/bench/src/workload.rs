@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use machine_id_client::{Client, ClientError};
+use machine_id_client::{Client, ClientError, OutputRequest};
 use machine_id_join::token::TokenSecret;
 use tokio::sync::Barrier;
 
@@ -103,23 +103,51 @@ async fn after_failure(
 }
 
 /// Renews the bot identity as tbot does: a new key, a new mutual-TLS connection as the
-/// current identity, `GenerateUserCerts` for the new key; retried unchanged until answered.
-async fn renew(bot: &mut BenchBot, deadline: Instant, errors: &mut ErrorTally) -> Outcome {
+/// current identity, and one call, retried unchanged until answered: `GenerateUserCerts`
+/// for the new key (`cycle == false`), or a whole tbot cycle (`cycle == true`):
+/// `GenerateBotCerts` for the new key and one output (the bot's kept output key, every role
+/// it may impersonate). Returns how it ended and whether the bot's generation moved (an
+/// output refused in a cycle is counted as an error after its renewal).
+async fn renew(
+    bot: &mut BenchBot,
+    cycle: bool,
+    deadline: Instant,
+    errors: &mut ErrorTally,
+) -> (Outcome, bool) {
     let next = match new_key() {
         Ok(k) => k,
         Err(e) => {
             errors.record("local", || format!("generating a key: {e}"));
-            return Outcome::Failed;
+            return (Outcome::Failed, false);
         }
     };
     let spki = next.public_key().to_spki_der();
+    let outputs = [OutputRequest {
+        public_key_der: bot.output_spki.clone(),
+        ttl: Duration::ZERO,
+        roles: vec![],
+    }];
     loop {
         let attempt = async {
             let client = Client::connect(bot.addrs.clone(), &bot.identity()?).await?;
-            client.generate_user_certs(&spki, Duration::ZERO, &[]).await
+            if !cycle {
+                let certs = client
+                    .generate_user_certs(&spki, Duration::ZERO, &[])
+                    .await?;
+                return Ok((certs, None));
+            }
+            let answer = client
+                .generate_bot_certs(Some((&spki, Duration::ZERO)), &outputs)
+                .await?;
+            let refused = answer.outputs.into_iter().find_map(Result::err);
+            let certs = answer.identity.ok_or_else(|| ClientError::Server {
+                code: "Internal".into(),
+                message: "a renewal answered without the identity".into(),
+            })?;
+            Ok::<_, ClientError>((certs, refused))
         };
         match attempt.await {
-            Ok(certs) => {
+            Ok((certs, refused)) => {
                 let before = bot.generation;
                 return match bot.hold(next, certs) {
                     Ok(g) => {
@@ -132,66 +160,24 @@ async fn renew(bot: &mut BenchBot, deadline: Instant, errors: &mut ErrorTally) -
                                 )
                             });
                         }
-                        Outcome::Answered
+                        match refused {
+                            Some(e) => {
+                                errors.client(&e);
+                                (Outcome::Failed, true)
+                            }
+                            None => (Outcome::Answered, true),
+                        }
                     }
                     Err(m) => {
                         errors.record("bad_answer", || format!("renewed certificate: {m}"));
                         bot.dropped = Some(m);
-                        Outcome::Dropped
+                        (Outcome::Dropped, false)
                     }
                 };
             }
             Err(e) => {
                 if let Some(out) = after_failure(bot, &e, deadline, errors).await {
-                    return out;
-                }
-            }
-        }
-    }
-}
-
-/// The output half of a tbot cycle, as the renewed identity over a new connection: `Ping`,
-/// the host CA (for known_hosts; tbot goes on without it, so does this), the bot's own role
-/// (which roles it may impersonate), and the output's certificates for its kept key.
-async fn cycle_outputs(bot: &mut BenchBot, deadline: Instant, errors: &mut ErrorTally) -> Outcome {
-    loop {
-        let attempt = async {
-            let client = Client::connect(bot.addrs.clone(), &bot.identity()?).await?;
-            client.ping().await?;
-            let host_ca = client
-                .export_ca(machine_id_types::ca_kind::HOST)
-                .await
-                .err();
-            let mut roles: Vec<String> = Vec::new();
-            for own in &bot.own_roles {
-                let role = client.get_role(own).await?;
-                for r in role
-                    .spec
-                    .allow
-                    .impersonate
-                    .map(|i| i.roles)
-                    .unwrap_or_default()
-                {
-                    if !roles.contains(&r) {
-                        roles.push(r);
-                    }
-                }
-            }
-            client
-                .generate_user_certs(&bot.output_spki, Duration::ZERO, &roles)
-                .await?;
-            Ok::<_, ClientError>(host_ca)
-        };
-        match attempt.await {
-            Ok(host_ca) => {
-                if let Some(e) = host_ca {
-                    errors.client(&e);
-                }
-                return Outcome::Answered;
-            }
-            Err(e) => {
-                if let Some(out) = after_failure(bot, &e, deadline, errors).await {
-                    return out;
+                    return (out, false);
                 }
             }
         }
@@ -277,18 +263,11 @@ pub(crate) async fn work(
         // the bot's generation.
         let mut renewed = false;
         let outcome = match workload {
-            Workload::Renew => {
-                let out = renew(bot, deadline, errors).await;
-                renewed = matches!(out, Outcome::Answered);
+            Workload::Renew | Workload::Cycle => {
+                let (out, moved) = renew(bot, workload == Workload::Cycle, deadline, errors).await;
+                renewed = moved;
                 out
             }
-            Workload::Cycle => match renew(bot, deadline, errors).await {
-                Outcome::Answered => {
-                    renewed = true;
-                    cycle_outputs(bot, deadline, errors).await
-                }
-                other => other,
-            },
             Workload::Output => output(bot, true, deadline, errors).await,
             Workload::OutputNewConn => output(bot, false, deadline, errors).await,
             // Joins run in windows of tokens made beforehand: `join_window`.

@@ -339,9 +339,13 @@ impl Bot {
 
     async fn renew_inner(&self) -> Result<()> {
         let inner = &self.inner;
-        let (bot, saving) = inner.onboarding.renew_identity().await?;
+        let plan = inner.outputs.plan()?;
+        let (bot, saving, answer) = inner.onboarding.renew_identity(&plan.requests).await?;
         // The identity is saved (fsyncs) while the outputs are fetched and written.
-        let outputs = inner.outputs.renew(&bot).await;
+        let outputs = match answer {
+            Some(answer) => inner.outputs.write_answer(&bot, plan, answer).await,
+            None => inner.outputs.renew(&bot, plan).await,
+        };
         let saved = inner.onboarding.finish_save(&bot, saving).await;
         // The identity changed (and the outputs were renewed, or failed): the CA watch
         // re-opens with it, and judges what the outputs hold now.

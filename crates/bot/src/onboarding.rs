@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use machine_id_client::{
-    AuthAddrs, CaPin, Client, ClientError, bootstrap_ca_certs_with_clock, ca_pins,
-    cluster_ca_pins_unverified, fetch_ca_certs_unverified,
+    AuthAddrs, BotCerts, CaPin, Client, ClientError, OutputRequest, bootstrap_ca_certs_with_clock,
+    ca_pins, cluster_ca_pins_unverified, fetch_ca_certs_unverified,
 };
 use machine_id_join::iam::{AwsEnv, IamProver};
 use machine_id_join::token::TokenSecret;
@@ -139,7 +139,13 @@ impl Onboarding {
     /// so any retry (after a lost answer or a crash) is the same request, which the server
     /// answers idempotently. A renewed identity that could not be saved serves the outputs
     /// but is never renewed from; its save is retried first at every renewal.
-    pub(crate) async fn renew_identity(&self) -> Result<(IssuedIdentity, Saving)> {
+    ///
+    /// A renewal asks for `outputs` in the same call, and returns their answer; a join (or a
+    /// server without that call) returns `None`, and the outputs are asked for after.
+    pub(crate) async fn renew_identity(
+        &self,
+        outputs: &[OutputRequest],
+    ) -> Result<(IssuedIdentity, Saving, Option<BotCerts>)> {
         let iam = self.settings.join_method == JoinMethod::Iam;
         let token_hash = self
             .settings
@@ -158,7 +164,7 @@ impl Onboarding {
                 // An iam bot's renewal is a fresh join, which no generation check judges:
                 // joining again from an unsaved identity cannot get it locked.
                 if !iam {
-                    return Ok((unsaved, Saving::Failed(e)));
+                    return Ok((unsaved, Saving::Failed(e), None));
                 }
             }
         }
@@ -173,12 +179,16 @@ impl Onboarding {
             None => self.load_stored(token_hash.as_deref())?,
         };
         let now = self.clock.now();
+        let mut answer = None;
         let new = match current {
             // IAM certificates are not renewable: every renewal is a fresh join.
             _ if iam => self.join().await?,
             Some(cur) if cur.identity.expires > now => {
-                let renewed = match self.renew_with(&cur).await {
-                    Ok(r) => r,
+                let renewed = match self.renew_with(&cur, outputs).await {
+                    Ok((renewed, outputs)) => {
+                        answer = outputs;
+                        renewed
+                    }
                     Err(e) => return Err(self.explain_rotation(&cur, e).await),
                 };
                 tracing::info!(
@@ -214,7 +224,7 @@ impl Onboarding {
             .to_stored(&token_hash.unwrap_or_else(|| self.stored_token_hash().unwrap_or_default()));
         let storage = self.storage.clone();
         let save = tokio::task::spawn_blocking(move || storage.save(&stored));
-        Ok((new, Saving::Running(save)))
+        Ok((new, Saving::Running(save), answer))
     }
 
     /// Waits for `saving` of `bot` to end and records how it went.
@@ -319,20 +329,37 @@ impl Onboarding {
 
     /// Renews the stored identity `cur` with its pending key (written first if there is
     /// none), so that every retry of this renewal is the same request.
-    async fn renew_with(&self, cur: &IssuedIdentity) -> Result<IssuedIdentity> {
+    ///
+    /// `outputs` are asked for in the same call (one connection, one call per cycle) and their
+    /// answer returned; `None` from a server without that call, which renews alone.
+    async fn renew_with(
+        &self,
+        cur: &IssuedIdentity,
+        outputs: &[OutputRequest],
+    ) -> Result<(IssuedIdentity, Option<BotCerts>)> {
         let key = self.pending_key(cur).await?;
+        let spki = key.public_key().to_spki_der();
+        let ttl = self.settings.certificate_ttl;
         let client = cur
             .connect(&self.settings.auth_server, self.clock.as_ref())
             .await?;
-        let certs = client
-            .generate_user_certs(
-                &key.public_key().to_spki_der(),
-                self.settings.certificate_ttl,
-                &[],
-            )
-            .await
-            .map_err(refusal)?;
-        IssuedIdentity::new(key, certs)
+        match client.generate_bot_certs(Some((&spki, ttl)), outputs).await {
+            Ok(mut answer) => {
+                let certs = answer.identity.take().ok_or_else(|| {
+                    BotError::Internal("the renewal's answer holds no identity".into())
+                })?;
+                Ok((IssuedIdentity::new(key, certs)?, Some(answer)))
+            }
+            Err(e) if e.is_unimplemented() => {
+                tracing::debug!("the auth server predates GenerateBotCerts; renewing alone");
+                let certs = client
+                    .generate_user_certs(&spki, ttl, &[])
+                    .await
+                    .map_err(refusal)?;
+                Ok((IssuedIdentity::new(key, certs)?, None))
+            }
+            Err(e) => Err(refusal(e)),
+        }
     }
 
     /// The key the renewal of `cur` certifies: the pending one recorded for `cur`'s

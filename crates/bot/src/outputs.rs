@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use machine_id_client::{AuthAddrs, Client, PingInfo};
+use machine_id_client::{AuthAddrs, BotCerts, Certs, Client, OutputRequest};
 use machine_id_destination::{
     Artifacts, Destination, DirectoryDestination, HostCaKey, SshConfigParams, SymlinkPolicy,
     known_hosts, ssh_config,
@@ -212,35 +212,106 @@ impl Outputs {
         }
     }
 
-    /// Gets new certificates for every output from the auth server as `bot`, and writes them.
-    pub(crate) async fn renew(&self, bot: &IssuedIdentity) -> Result<()> {
+    /// What the next renewal asks for: each output's key (the one it holds, else a new one)
+    /// and roles.
+    pub(crate) fn plan(&self) -> Result<OutputPlan> {
+        // Each output keeps its key across renewals (see `write_output`).
+        let written = self.written.read().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = Vec::with_capacity(self.outputs.len());
+        let mut requests = Vec::with_capacity(self.outputs.len());
+        for (i, out) in self.outputs.iter().enumerate() {
+            let key = match written.get(i) {
+                Some(s) => s.issued.key.clone(),
+                None => new_key()?,
+            };
+            requests.push(OutputRequest {
+                public_key_der: key.public_key().to_spki_der(),
+                ttl: self.certificate_ttl,
+                roles: out.roles.clone(),
+            });
+            keys.push(key);
+        }
+        Ok(OutputPlan { keys, requests })
+    }
+
+    /// Gets every output's certificates from the auth server as `bot` (one connection, one
+    /// call), and writes them.
+    pub(crate) async fn renew(&self, bot: &IssuedIdentity, plan: OutputPlan) -> Result<()> {
         let client = bot.connect(&self.auth_server, self.clock.as_ref()).await?;
+        match client.generate_bot_certs(None, &plan.requests).await {
+            Ok(answer) => self.write_answer(bot, plan, answer).await,
+            Err(e) if e.is_unimplemented() => {
+                tracing::debug!("the auth server predates GenerateBotCerts; asking per output");
+                self.renew_per_call(&client, bot, plan).await
+            }
+            Err(e) => Err(refusal(e)),
+        }
+    }
+
+    /// Writes the outputs of a [`Client::generate_bot_certs`] answer, in order; the first
+    /// refused output stops the writes and is returned.
+    pub(crate) async fn write_answer(
+        &self,
+        bot: &IssuedIdentity,
+        plan: OutputPlan,
+        answer: BotCerts,
+    ) -> Result<()> {
+        let host_ca_keys = parse_host_ca_keys(&answer.host_ca_keys);
+        let cluster = ClusterInfo {
+            name: answer.cluster_name,
+            proxy_public_addr: answer.proxy_public_addr,
+            host_ca_keys,
+        };
+        let mut states = Vec::with_capacity(self.outputs.len());
+        for ((out, key), result) in self.outputs.iter().zip(plan.keys).zip(answer.outputs) {
+            let certs = result.map_err(refusal)?.certs;
+            states.push(self.write_output(out, key, certs, &cluster).await?);
+        }
+        self.hold(bot, states);
+        Ok(())
+    }
+
+    /// Gets the outputs' certificates one call each, from an auth server without
+    /// GenerateBotCerts.
+    async fn renew_per_call(
+        &self,
+        client: &Client,
+        bot: &IssuedIdentity,
+        plan: OutputPlan,
+    ) -> Result<()> {
         let ping = client.ping().await.map_err(refusal)?;
-        let host_ca_keys = host_ca_keys(&client, bot).await;
+        let cluster = ClusterInfo {
+            name: ping.cluster_name,
+            proxy_public_addr: ping.proxy_public_addr,
+            host_ca_keys: host_ca_keys(client, bot).await,
+        };
         let mut default_roles: Option<Vec<String>> = None;
         let mut states = Vec::with_capacity(self.outputs.len());
-        // Each output keeps its key across renewals (see `write_output`).
-        let keys: Vec<Option<PrivateKey>> = {
-            let written = self.written.read().unwrap_or_else(PoisonError::into_inner);
-            (0..self.outputs.len())
-                .map(|i| written.get(i).map(|s| s.issued.key.clone()))
-                .collect()
-        };
-        for (i, out) in self.outputs.iter().enumerate() {
-            let roles = if out.roles.is_empty() {
+        for (out, (key, request)) in self
+            .outputs
+            .iter()
+            .zip(plan.keys.into_iter().zip(plan.requests))
+        {
+            let roles = if request.roles.is_empty() {
                 if default_roles.is_none() {
-                    default_roles = Some(impersonable_roles(&client, bot).await?);
+                    default_roles = Some(impersonable_roles(client, bot).await?);
                 }
                 default_roles.clone().unwrap_or_default()
             } else {
-                out.roles.clone()
+                request.roles
             };
-            let key = keys.get(i).cloned().flatten();
-            states.push(
-                self.write_output(&client, out, key, &roles, &ping, &host_ca_keys)
-                    .await?,
-            );
+            let certs = client
+                .generate_user_certs(&request.public_key_der, request.ttl, &roles)
+                .await
+                .map_err(refusal)?;
+            states.push(self.write_output(out, key, certs, &cluster).await?);
         }
+        self.hold(bot, states);
+        Ok(())
+    }
+
+    /// Records what every output now holds.
+    fn hold(&self, bot: &IssuedIdentity, states: Vec<OutputState>) {
         let earliest = states
             .iter()
             .map(|s| s.issued.identity.expires.unix_timestamp())
@@ -248,11 +319,10 @@ impl Outputs {
             .unwrap_or(bot.identity.expires.unix_timestamp());
         self.expires.store(earliest, Ordering::Relaxed);
         *self.written.write().unwrap_or_else(PoisonError::into_inner) = states;
-        Ok(())
     }
 
-    /// Gets impersonated certificates for `roles` and writes them to `out`, for `key` (the
-    /// key this output already holds) or a new one.
+    /// Writes `certs` (issued for `key`, the key this output already holds or a new one) to
+    /// `out`, with the known_hosts and ssh_config they go with.
     ///
     /// An output keeps its key for the life of the process, and only its certificates are
     /// renewed: the destination's files cannot be replaced as one set, and OpenSSH reads
@@ -264,37 +334,27 @@ impl Outputs {
     /// at every renewal, which the generation counter relies on.
     async fn write_output(
         &self,
-        client: &Client,
         out: &Output,
-        key: Option<PrivateKey>,
-        roles: &[String],
-        ping: &PingInfo,
-        host_ca_keys: &[HostCaKey],
+        key: PrivateKey,
+        certs: Certs,
+        cluster: &ClusterInfo,
     ) -> Result<OutputState> {
-        let key = match key {
-            Some(k) => k,
-            None => new_key()?,
-        };
-        let certs = client
-            .generate_user_certs(&key.public_key().to_spki_der(), self.certificate_ttl, roles)
-            .await
-            .map_err(refusal)?;
         let issued = IssuedIdentity::new(key, certs)?;
         tracing::debug!(output = %out.describe, "got the output certificates");
         let mut artifacts = issued.to_artifacts();
-        let proxy_addr = proxy_addr(ping.proxy_public_addr.as_deref(), &self.auth_server);
+        let proxy_addr = proxy_addr(cluster.proxy_public_addr.as_deref(), &self.auth_server);
         let proxy_host = host_of(proxy_addr.split(',').next().unwrap_or_default());
         artifacts.known_hosts =
-            known_hosts(&ping.cluster_name, proxy_host, host_ca_keys).into_bytes();
+            known_hosts(&cluster.name, proxy_host, &cluster.host_ca_keys).into_bytes();
         if let Some((dir, symlinks)) = &out.dir {
             artifacts.ssh_config = ssh_config(&SshConfigParams {
-                cluster: &ping.cluster_name,
+                cluster: &cluster.name,
                 proxy_host,
                 proxy_addr: &proxy_addr,
                 destination_dir: dir,
                 tbot_path: &self.tbot_path,
                 symlinks: *symlinks,
-                host_ca_keys,
+                host_ca_keys: &cluster.host_ca_keys,
             })?
             .into_bytes();
         }
@@ -319,6 +379,20 @@ impl Outputs {
     }
 }
 
+/// What a renewal asks for its outputs: their keys and requests, in the outputs' order.
+pub(crate) struct OutputPlan {
+    keys: Vec<PrivateKey>,
+    /// For [`Client::generate_bot_certs`].
+    pub(crate) requests: Vec<OutputRequest>,
+}
+
+/// What every output's files need besides its certificates.
+struct ClusterInfo {
+    name: String,
+    proxy_public_addr: Option<String>,
+    host_ca_keys: Vec<HostCaKey>,
+}
+
 /// The host CA keys for known_hosts and ssh_config.
 async fn host_ca_keys(client: &Client, bot: &IssuedIdentity) -> Vec<HostCaKey> {
     let lines = match client.export_ca(machine_id_types::ca_kind::HOST).await {
@@ -328,6 +402,11 @@ async fn host_ca_keys(client: &Client, bot: &IssuedIdentity) -> Vec<HostCaKey> {
             bot.certs.ssh_ca_keys.last().cloned().into_iter().collect()
         }
     };
+    parse_host_ca_keys(&lines)
+}
+
+/// The host CA keys of OpenSSH `lines`; a line that is not one is logged and skipped.
+fn parse_host_ca_keys(lines: &[String]) -> Vec<HostCaKey> {
     lines
         .iter()
         .filter_map(|l| match HostCaKey::parse(l) {

@@ -64,6 +64,42 @@ impl From<v1::Certs> for Certs {
     }
 }
 
+/// One output of a [`Client::generate_bot_certs`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRequest {
+    /// The output's key: DER SubjectPublicKeyInfo.
+    pub public_key_der: Vec<u8>,
+    /// The requested lifetime; zero for the server's default. The server caps it, and the
+    /// output never outlives the identity it is issued under.
+    pub ttl: Duration,
+    /// The roles to impersonate; empty for every role the bot may impersonate.
+    pub roles: Vec<String>,
+}
+
+/// An output's certificates from [`Client::generate_bot_certs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputCerts {
+    /// The certificates.
+    pub certs: Certs,
+    /// The roles they carry (the resolved list when none were asked for).
+    pub roles: Vec<String>,
+}
+
+/// The answer of [`Client::generate_bot_certs`]: a whole tbot cycle.
+#[derive(Debug)]
+pub struct BotCerts {
+    /// The renewed identity's certificates, when a renewal was asked for.
+    pub identity: Option<Certs>,
+    /// Per requested output, in order: its certificates, or why the server refused it.
+    pub outputs: Vec<Result<OutputCerts>>,
+    /// The cluster name.
+    pub cluster_name: String,
+    /// `host:port` of the proxy, when the cluster has one.
+    pub proxy_public_addr: Option<String>,
+    /// Every trusted host CA key, OpenSSH lines, active first (for known_hosts).
+    pub host_ca_keys: Vec<String>,
+}
+
 /// Parses `--ca-pin` values (`sha256:<hex>`).
 pub fn parse_pins<S: AsRef<str>>(pins: &[S]) -> Result<Vec<CaPin>> {
     pins.iter()
@@ -675,33 +711,128 @@ impl Client {
             ttl_seconds: secs(ttl),
             role_requests: role_requests.to_vec(),
         };
-        let renewal = role_requests.is_empty();
-        if renewal {
-            let renewed = self.renewed_for();
-            if renewed.as_ref().is_some_and(|k| k != public_key_der) {
-                return Err(ClientError::IdentityRenewed);
-            }
-        }
-        let own_key = self.inner.own_key.as_deref() == Some(public_key_der);
-        let retry = if renewal && own_key {
-            Retry::NotSentOnly
-        } else {
-            Retry::Always
-        };
+        let renewal = role_requests.is_empty().then_some(public_key_der);
+        let retry = self.renewal_retry(renewal)?;
         let r = self
             .call(retry, "GenerateUserCerts", |mut c| {
                 let request = request.clone();
                 async move { c.auth.generate_user_certs(request).await }
             })
             .await?;
-        if renewal && self.inner.own_key.is_some() {
+        self.renewed(renewal);
+        Ok(r.into())
+    }
+
+    /// One tbot cycle in one call: renews this client's identity for `renew`'s key and
+    /// lifetime (`None`: no renewal, for an identity that is not renewable) and gets every
+    /// output's certificates, issued under the renewed identity, with the cluster name, the
+    /// proxy address and the host CA keys that ssh_config and known_hosts need.
+    ///
+    /// A refused output (a role it may not impersonate) is answered with its error in
+    /// [`BotCerts::outputs`]: it stops neither the renewal nor the other outputs. The call is
+    /// sent again after an ambiguous failure as [`Client::generate_user_certs`]'s renewal is,
+    /// and the same rule holds once a renewal succeeded: connect a new client with the
+    /// renewed identity. A server from before this call answers
+    /// [`ClientError::is_unimplemented`].
+    pub async fn generate_bot_certs(
+        &self,
+        renew: Option<(&[u8], Duration)>,
+        outputs: &[OutputRequest],
+    ) -> Result<BotCerts> {
+        let request = v1::GenerateBotCertsRequest {
+            identity_public_key: renew.map(|(k, _)| k.to_vec()).unwrap_or_default(),
+            identity_ttl_seconds: renew.map(|(_, t)| secs(t)).unwrap_or_default(),
+            outputs: outputs
+                .iter()
+                .map(|o| v1::OutputCertsRequest {
+                    public_key: o.public_key_der.clone(),
+                    ttl_seconds: secs(o.ttl),
+                    role_requests: o.roles.clone(),
+                })
+                .collect(),
+        };
+        let renewal = renew.map(|(k, _)| k);
+        let retry = self.renewal_retry(renewal)?;
+        let r = self
+            .call(retry, "GenerateBotCerts", |mut c| {
+                let request = request.clone();
+                async move { c.auth.generate_bot_certs(request).await }
+            })
+            .await?;
+        self.renewed(renewal);
+        if r.outputs.len() != outputs.len() {
+            return Err(ClientError::Server {
+                code: "Internal".into(),
+                message: format!(
+                    "the auth server answered {} outputs for {} requested",
+                    r.outputs.len(),
+                    outputs.len()
+                ),
+            });
+        }
+        if renew.is_some() && r.identity.is_none() {
+            return Err(ClientError::Server {
+                code: "Internal".into(),
+                message: "the auth server answered a renewal without certificates".into(),
+            });
+        }
+        let addr = self.addr();
+        Ok(BotCerts {
+            identity: r.identity.map(Into::into),
+            outputs: r
+                .outputs
+                .into_iter()
+                .map(|o| {
+                    use v1::output_certs_result::Result as Outcome;
+                    match o.result {
+                        Some(Outcome::Certs(c)) => Ok(OutputCerts {
+                            certs: c.into(),
+                            roles: o.roles,
+                        }),
+                        Some(Outcome::Error(e)) => Err(ClientError::from_status(
+                            tonic::Status::new(tonic::Code::from(e.code), e.message),
+                            &addr,
+                        )),
+                        None => Err(ClientError::Server {
+                            code: "Internal".into(),
+                            message: "the auth server answered an output with nothing".into(),
+                        }),
+                    }
+                })
+                .collect(),
+            cluster_name: r.cluster_name,
+            proxy_public_addr: (!r.proxy_public_addr.is_empty()).then_some(r.proxy_public_addr),
+            host_ca_keys: r.host_ca_keys,
+        })
+    }
+
+    /// How a call that renews this client's identity for `renewal` (`None`: no renewal) is
+    /// retried, or [`ClientError::IdentityRenewed`] when this client renewed for another key.
+    fn renewal_retry(&self, renewal: Option<&[u8]>) -> Result<Retry> {
+        let Some(key) = renewal else {
+            return Ok(Retry::Always);
+        };
+        if self.renewed_for().is_some_and(|k| k != key) {
+            return Err(ClientError::IdentityRenewed);
+        }
+        Ok(if self.inner.own_key.as_deref() == Some(key) {
+            Retry::NotSentOnly
+        } else {
+            Retry::Always
+        })
+    }
+
+    /// Records a successful renewal for `renewal`'s key (nothing for `None`).
+    fn renewed(&self, renewal: Option<&[u8]>) {
+        if let Some(key) = renewal
+            && self.inner.own_key.is_some()
+        {
             *self
                 .inner
                 .renewed_for
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(public_key_der.to_vec());
+                .unwrap_or_else(|p| p.into_inner()) = Some(key.to_vec());
         }
-        Ok(r.into())
     }
 
     fn renewed_for(&self) -> Option<Vec<u8>> {

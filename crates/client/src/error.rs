@@ -261,6 +261,11 @@ impl ClientError {
         matches!(self, Self::AlreadyExists(_))
     }
 
+    /// Whether the server does not implement the call (a server from an older release).
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, Self::Server { code, .. } if code == "Unimplemented")
+    }
+
     /// Maps a gRPC status from the server at `addr`.
     pub(crate) fn from_status(status: tonic::Status, addr: &str) -> Self {
         use tonic::Code;

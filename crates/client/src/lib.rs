@@ -55,9 +55,10 @@ mod tls;
 
 pub use addrs::AuthAddrs;
 pub use client::{
-    CaWatch, Certs, Client, CreatedBot, EventPage, EventSearch, ExportedCa, HostCert, PingInfo,
-    RotateRequest, bootstrap_ca_certs, bootstrap_ca_certs_with_clock, ca_pins,
-    cluster_ca_pins_unverified, fetch_ca_certs_unverified, parse_pins,
+    BotCerts, CaWatch, Certs, Client, CreatedBot, EventPage, EventSearch, ExportedCa, HostCert,
+    OutputCerts, OutputRequest, PingInfo, RotateRequest, bootstrap_ca_certs,
+    bootstrap_ca_certs_with_clock, ca_pins, cluster_ca_pins_unverified, fetch_ca_certs_unverified,
+    parse_pins,
 };
 pub use error::{ClientError, Result};
 pub use identity::{ClientIdentity, files};

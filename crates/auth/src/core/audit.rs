@@ -28,6 +28,17 @@ impl Core {
         }
     }
 
+    /// Appends `events` (from [`Self::audit_record`]) in one write. Best effort, as
+    /// [`Self::audit`].
+    pub(super) async fn audit_events(&self, events: Vec<StoredEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.backend.write_with_events(vec![], events).await {
+            tracing::error!(error = %e, "cannot write audit events");
+        }
+    }
+
     /// The stored form of an audit event happening now, for a write that commits it together
     /// with its effect ([`machine_id_store::Backend::write_with_events`]); `None` (logged) if
     /// it cannot be encoded.

@@ -1,11 +1,13 @@
 //! GenerateUserCerts for an authenticated caller: renewal of its own renewable identity
 //! (the generation counter moves by compare-and-swap; a replayed generation locks the bot)
-//! and role impersonation (short-lived, non-renewable output certificates).
+//! and role impersonation (short-lived, non-renewable output certificates); and
+//! GenerateBotCerts, both in one call: a tbot cycle's renewal and every output's
+//! certificates, committed with their audit events in one write.
 
 use std::time::Duration;
 
 use machine_id_mint::PublicKey;
-use machine_id_store::{Op, StoreError};
+use machine_id_store::{Op, StoreError, StoredEvent};
 use machine_id_types::{
     Identity, LastRenewal, Lock, LockSpec, LockTarget, Metadata, Role, User, event_types,
 };
@@ -16,6 +18,9 @@ use super::{Caller, Core, IssuedCerts, add, dedup, expanded_logins, rfc3339, sha
 use crate::error::{AuthError, Result};
 use crate::rbac;
 use crate::state;
+
+/// A user's traits, as [`User`] holds them.
+type Traits = std::collections::BTreeMap<String, Vec<String>>;
 
 /// A GenerateUserCerts request.
 #[derive(Debug, Clone)]
@@ -28,6 +33,58 @@ pub(crate) struct CertsRequest {
     pub role_requests: Vec<String>,
 }
 
+/// A GenerateBotCerts request: one tbot cycle.
+#[derive(Debug, Clone)]
+pub(crate) struct BotCertsRequest {
+    /// The DER SubjectPublicKeyInfo of the renewed identity's key; `None`: no renewal, only
+    /// the outputs.
+    pub identity_public_key: Option<Vec<u8>>,
+    /// The renewed identity's requested lifetime; `None` for the default.
+    pub identity_ttl: Option<Duration>,
+    /// The outputs, answered in this order.
+    pub outputs: Vec<OutputRequest>,
+}
+
+/// One output of a [`BotCertsRequest`].
+#[derive(Debug, Clone)]
+pub(crate) struct OutputRequest {
+    /// The DER SubjectPublicKeyInfo of the output's key.
+    pub public_key: Vec<u8>,
+    /// The requested lifetime; `None` for the default.
+    pub ttl: Option<Duration>,
+    /// The roles to impersonate; empty for every role the caller may impersonate.
+    pub role_requests: Vec<String>,
+}
+
+/// The answer to a [`BotCertsRequest`].
+#[derive(Debug)]
+pub(crate) struct BotCerts {
+    /// The renewed identity's certificates, when a renewal was asked for.
+    pub identity: Option<IssuedCerts>,
+    /// Per output, in the request's order: its certificates and roles, or why it was refused.
+    pub outputs: Vec<Result<IssuedOutput>>,
+    pub cluster_name: String,
+    pub proxy_public_addr: Option<String>,
+    /// Every trusted host CA key, OpenSSH lines, active first.
+    pub host_ca_keys: Vec<String>,
+}
+
+/// An output's certificates and the roles they carry.
+#[derive(Debug)]
+pub(crate) struct IssuedOutput {
+    pub certs: IssuedCerts,
+    pub roles: Vec<String>,
+}
+
+/// An output that passed its checks, waiting to be signed once its ceiling (the expiry of
+/// the identity it belongs to) is known.
+struct PlannedOutput {
+    subject: PublicKey,
+    ttl: Option<Duration>,
+    names: Vec<String>,
+    roles: Vec<Role>,
+}
+
 impl Core {
     /// GenerateUserCerts: renewal of the caller's own renewable identity (no role requests)
     /// or role impersonation (role requests set).
@@ -36,23 +93,126 @@ impl Core {
         caller: &Caller,
         req: CertsRequest,
     ) -> Result<IssuedCerts> {
-        let id = &caller.identity;
-        if id.disallow_reissue {
-            let msg = format!(
-                "the certificate of {:?} was issued with disallow-reissue (an impersonated output certificate) and cannot be used to get more certificates; use the bot's own identity",
-                id.username
-            );
-            self.audit_denied(&id.username, "GenerateUserCerts", &msg)
-                .await;
-            return Err(AuthError::AccessDenied(msg));
-        }
+        self.refuse_reissue(caller, "GenerateUserCerts").await?;
         let subject = Self::subject_key(&req.public_key)?;
         if req.role_requests.is_empty() {
-            self.renew(caller, &subject, &req.public_key, req.ttl).await
+            let (certs, _) = self
+                .renew(caller, &subject, &req.public_key, req.ttl, &[])
+                .await?;
+            Ok(certs)
         } else {
-            self.impersonate(caller, &subject, &req.role_requests, req.ttl)
-                .await
+            let planned = self
+                .plan_output(
+                    "GenerateUserCerts",
+                    caller,
+                    subject,
+                    req.ttl,
+                    &req.role_requests,
+                )
+                .await?;
+            let traits = self.caller_traits(caller).await?;
+            let (issued, event) =
+                self.sign_output(caller, &traits, &planned, caller.identity.expires)?;
+            tracing::info!(user = %caller.identity.username, roles = %issued.roles.join(","), "issued impersonated certificates");
+            self.audit_events(event.into_iter().collect()).await;
+            Ok(issued.certs)
         }
+    }
+
+    /// GenerateBotCerts: the caller's renewal (when asked for) and its outputs' certificates,
+    /// signed for the renewed identity. A refused output is answered with its error; the
+    /// renewal and the other outputs go on.
+    pub async fn generate_bot_certs(
+        &self,
+        caller: &Caller,
+        req: BotCertsRequest,
+    ) -> Result<BotCerts> {
+        self.refuse_reissue(caller, "GenerateBotCerts").await?;
+        let renewal = match &req.identity_public_key {
+            Some(spki) => Some((Self::subject_key(spki)?, spki)),
+            None => None,
+        };
+        // Each output is checked first; the ones that pass are signed with the renewal, a
+        // refused one keeps its place in the answer with its error.
+        let mut outputs: Vec<Option<Result<IssuedOutput>>> = Vec::with_capacity(req.outputs.len());
+        let mut positions = Vec::with_capacity(req.outputs.len());
+        let mut ready = Vec::with_capacity(req.outputs.len());
+        for (i, out) in req.outputs.iter().enumerate() {
+            let plan = match Self::subject_key(&out.public_key) {
+                Ok(subject) => {
+                    self.plan_output(
+                        "GenerateBotCerts",
+                        caller,
+                        subject,
+                        out.ttl,
+                        &out.role_requests,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match plan {
+                Ok(p) => {
+                    positions.push(i);
+                    ready.push(p);
+                    outputs.push(None);
+                }
+                Err(e) => outputs.push(Some(Err(e))),
+            }
+        }
+        let (identity, issued) = match renewal {
+            Some((subject, spki)) => {
+                let (certs, issued) = self
+                    .renew(caller, &subject, spki, req.identity_ttl, &ready)
+                    .await?;
+                (Some(certs), issued)
+            }
+            None => {
+                let traits = self.caller_traits(caller).await?;
+                let mut issued = Vec::with_capacity(ready.len());
+                let mut events = Vec::with_capacity(ready.len());
+                for p in &ready {
+                    let (out, event) =
+                        self.sign_output(caller, &traits, p, caller.identity.expires)?;
+                    issued.push(out);
+                    events.extend(event);
+                }
+                self.audit_events(events).await;
+                (None, issued)
+            }
+        };
+        for (i, out) in positions.into_iter().zip(issued) {
+            outputs[i] = Some(Ok(out));
+        }
+        let signer = self.cas.signer();
+        Ok(BotCerts {
+            identity,
+            outputs: outputs
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        Err(AuthError::Internal("an output was left unanswered".into()))
+                    })
+                })
+                .collect(),
+            cluster_name: self.cluster_name.clone(),
+            proxy_public_addr: self.proxy_public_addr.clone(),
+            host_ca_keys: signer.trusted_host_cas().to_vec(),
+        })
+    }
+
+    /// Refuses (and audits) a caller whose certificate is an impersonated output's.
+    async fn refuse_reissue(&self, caller: &Caller, method: &str) -> Result<()> {
+        let id = &caller.identity;
+        if !id.disallow_reissue {
+            return Ok(());
+        }
+        let msg = format!(
+            "the certificate of {:?} was issued with disallow-reissue (an impersonated output certificate) and cannot be used to get more certificates; use the bot's own identity",
+            id.username
+        );
+        self.audit_denied(&id.username, method, &msg).await;
+        Err(AuthError::AccessDenied(msg))
     }
 
     /// Renews the caller's own renewable identity: generation `G` (the stored one) becomes
@@ -60,13 +220,17 @@ impl Core {
     /// A renewal that presents `G` again after the server moved to `G + 1` is answered again
     /// (same generation, nothing written) when it is exactly the recorded request, and is a
     /// generation mismatch (the bot is locked) otherwise; see ARCHITECTURE's invariants.
+    ///
+    /// `outputs` are signed for the renewed identity (capped at its expiry) and their events
+    /// commit with the renewal's.
     async fn renew(
         &self,
         caller: &Caller,
         subject: &PublicKey,
         subject_spki: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<IssuedCerts> {
+        outputs: &[PlannedOutput],
+    ) -> Result<(IssuedCerts, Vec<IssuedOutput>)> {
         let id = &caller.identity;
         if !id.renewable {
             let msg = format!(
@@ -119,16 +283,18 @@ impl Core {
                 let (certs, identity) = self
                     .issue_bot_certs(subject, &user, Some(stored), ttl, now)
                     .await?;
+                let (issued, mut events) =
+                    self.sign_outputs(caller, &user.spec.traits, outputs, identity.expires)?;
                 tracing::info!(user = %id.username, generation = stored, "answered a retried renewal again");
-                self.audit(
-                event_types::CERT_CREATE,
-                Some(&id.username),
-                true,
-                format!("re-issued the certificates of a retried renewal of {}", id.username),
-                json!({ "kind": "renewal", "retry": true, "generation": stored, "expires": rfc3339(identity.expires) }),
-            )
-            .await;
-                return Ok(certs);
+                events.extend(self.audit_record(
+                    event_types::CERT_CREATE,
+                    Some(&id.username),
+                    true,
+                    format!("re-issued the certificates of a retried renewal of {}", id.username),
+                    json!({ "kind": "renewal", "retry": true, "generation": stored, "expires": rfc3339(identity.expires) }),
+                ));
+                self.audit_events(events).await;
+                return Ok((certs, issued));
             }
             if id.generation != stored {
                 return Err(self
@@ -143,13 +309,15 @@ impl Core {
             let (certs, identity) = self
                 .issue_bot_certs(subject, &user, Some(generation), ttl, now)
                 .await?;
-            let event = self.audit_record(
+            let (issued, mut events) =
+                self.sign_outputs(caller, &user.spec.traits, outputs, identity.expires)?;
+            events.extend(self.audit_record(
                 event_types::CERT_CREATE,
                 Some(&id.username),
                 true,
                 format!("renewed the certificates of {}", id.username),
                 json!({ "kind": "renewal", "generation": generation, "expires": rfc3339(identity.expires) }),
-            );
+            ));
             // A renewal for the key the certificate already certifies is not retriable: a copy
             // of the identity holds that key, so its replay must stay a mismatch.
             user.spec.last_renewal =
@@ -165,7 +333,7 @@ impl Core {
             match self
                 .state
                 .backend
-                .write_with_events(vec![swap], event.into_iter().collect())
+                .write_with_events(vec![swap], events)
                 .await
             {
                 Ok(_) => {}
@@ -187,8 +355,8 @@ impl Core {
                 }
                 Err(e) => return Err(e.into()),
             }
-            tracing::info!(user = %id.username, generation, "renewed certificates");
-            return Ok(certs);
+            tracing::info!(user = %id.username, generation, outputs = issued.len(), "renewed certificates");
+            return Ok((certs, issued));
         }
     }
 
@@ -239,33 +407,52 @@ impl Core {
         ))
     }
 
-    async fn impersonate(
+    /// Checks that `caller` may impersonate `requested` (empty: every role its roles may
+    /// impersonate) and reads those roles; a refusal is audited.
+    async fn plan_output(
         &self,
+        method: &str,
         caller: &Caller,
-        subject: &PublicKey,
-        requested: &[String],
+        subject: PublicKey,
         ttl: Option<Duration>,
-    ) -> Result<IssuedCerts> {
+        requested: &[String],
+    ) -> Result<PlannedOutput> {
         let id = &caller.identity;
-        let requested = dedup(requested);
-        if let Err(role) = rbac::check_impersonation(id.is_admin(), &caller.roles, &requested) {
-            let allowed: Vec<String> = caller
-                .roles
-                .iter()
-                .filter_map(|r| r.spec.allow.impersonate.as_ref())
-                .flat_map(|i| i.roles.iter().cloned())
-                .collect();
+        let impersonable = || {
+            dedup(
+                &caller
+                    .roles
+                    .iter()
+                    .filter_map(|r| r.spec.allow.impersonate.as_ref())
+                    .flat_map(|i| i.roles.iter().cloned())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let names = if requested.is_empty() {
+            let all = impersonable();
+            if all.is_empty() {
+                let msg = format!(
+                    "{:?} may impersonate no role; add the bot again with tctl bots add --roles=...",
+                    id.username
+                );
+                self.audit_denied(&id.username, method, &msg).await;
+                return Err(AuthError::AccessDenied(msg));
+            }
+            all
+        } else {
+            dedup(requested)
+        };
+        if let Err(role) = rbac::check_impersonation(id.is_admin(), &caller.roles, &names) {
             let msg = format!(
                 "{:?} may not impersonate role {role:?}; it may impersonate [{}] (the roles given to tctl bots add --roles)",
                 id.username,
-                allowed.join(", ")
+                impersonable().join(", ")
             );
-            self.audit_denied(&id.username, "GenerateUserCerts", &msg)
-                .await;
+            self.audit_denied(&id.username, method, &msg).await;
             return Err(AuthError::AccessDenied(msg));
         }
-        let mut roles = Vec::with_capacity(requested.len());
-        for r in &requested {
+        let mut roles = Vec::with_capacity(names.len());
+        for r in &names {
             state::check_key_name("role", r)?;
             let (role, _) = self
                 .state
@@ -278,28 +465,72 @@ impl Core {
                 })?;
             roles.push(role);
         }
-        let traits = match self
-            .state
-            .get::<User>(&state::user_key(&id.username))
-            .await?
-        {
-            Some((u, _)) => u.spec.traits,
-            None => id.traits.clone(),
-        };
+        Ok(PlannedOutput {
+            subject,
+            ttl,
+            names,
+            roles,
+        })
+    }
+
+    /// The caller's traits: its stored user's, or its certificate's when it has none.
+    async fn caller_traits(&self, caller: &Caller) -> Result<Traits> {
+        let id = &caller.identity;
+        Ok(
+            match self
+                .state
+                .get::<User>(&state::user_key(&id.username))
+                .await?
+            {
+                Some((u, _)) => u.spec.traits,
+                None => id.traits.clone(),
+            },
+        )
+    }
+
+    /// Signs each of `outputs`; see [`Self::sign_output`].
+    fn sign_outputs(
+        &self,
+        caller: &Caller,
+        traits: &Traits,
+        outputs: &[PlannedOutput],
+        ceiling: OffsetDateTime,
+    ) -> Result<(Vec<IssuedOutput>, Vec<StoredEvent>)> {
+        let mut issued = Vec::with_capacity(outputs.len());
+        let mut events = Vec::with_capacity(outputs.len() + 1);
+        for p in outputs {
+            let (out, event) = self.sign_output(caller, traits, p, ceiling)?;
+            issued.push(out);
+            events.extend(event);
+        }
+        Ok((issued, events))
+    }
+
+    /// Signs an output's impersonated certificates (not renewable, not reissuable), expiring
+    /// no later than `ceiling` (the identity they are issued under), and returns them with
+    /// their `cert.create` event, for the caller to commit.
+    fn sign_output(
+        &self,
+        caller: &Caller,
+        traits: &Traits,
+        planned: &PlannedOutput,
+        ceiling: OffsetDateTime,
+    ) -> Result<(IssuedOutput, Option<StoredEvent>)> {
+        let id = &caller.identity;
         let logins_trait = traits.get("logins").cloned().unwrap_or_default();
         let now = self.clock.now();
         let mut max = self.limits.max_renewable_ttl;
-        for r in &roles {
+        for r in &planned.roles {
             if let Some(m) = r.spec.options.max_session_ttl {
                 max = max.min(m);
             }
         }
-        let expires = add(now, self.ttl(ttl, max)).min(id.expires);
+        let expires = add(now, self.ttl(planned.ttl, max)).min(ceiling);
         let identity = Identity {
             username: id.username.clone(),
-            roles: requested.clone(),
-            logins: expanded_logins(&roles, &logins_trait),
-            traits,
+            roles: planned.names.clone(),
+            logins: expanded_logins(&planned.roles, &logins_trait),
+            traits: traits.clone(),
             renewable: false,
             generation: 0,
             impersonator: Some(id.username.clone()),
@@ -307,16 +538,24 @@ impl Core {
             cluster: self.cluster_name.clone(),
             expires,
         };
-        let certs = self.issue(subject, &identity)?;
-        tracing::info!(user = %id.username, roles = %requested.join(","), "issued impersonated certificates");
-        self.audit(
+        let certs = self.issue(&planned.subject, &identity)?;
+        let event = self.audit_record(
             event_types::CERT_CREATE,
             Some(&id.username),
             true,
-            format!("issued certificates for roles [{}] to {}", requested.join(", "), id.username),
-            json!({ "kind": "impersonation", "roles": requested, "logins": identity.logins, "expires": rfc3339(expires) }),
-        )
-        .await;
-        Ok(certs)
+            format!(
+                "issued certificates for roles [{}] to {}",
+                planned.names.join(", "),
+                id.username
+            ),
+            json!({ "kind": "impersonation", "roles": planned.names, "logins": identity.logins, "expires": rfc3339(expires) }),
+        );
+        Ok((
+            IssuedOutput {
+                certs,
+                roles: planned.names.clone(),
+            },
+            event,
+        ))
     }
 }

@@ -10,7 +10,7 @@
 //!   [`audit`] (the audit log) and [`issue`] (minting a bot's certificates for a subject key).
 //! - **The concerns**, one call family each, which use the base and never each other:
 //!   [`join_token`] (RegisterUsingToken), [`join_iam`] (RegisterUsingIAMMethod), [`certs`]
-//!   (GenerateUserCerts: renewal and impersonation), [`resources`] (roles, tokens, users,
+//!   (GenerateUserCerts: renewal and impersonation; GenerateBotCerts: both in one call), [`resources`] (roles, tokens, users,
 //!   nodes and locks CRUD), [`bots`] (create, get, list, delete and lock bots) and
 //!   [`cluster`] (CA export, host certificates, audit search) and [`rotation`] (CA rotation
 //!   phases, the CAs' public view).
@@ -42,7 +42,7 @@ mod rotation;
 
 pub(crate) use access::Caller;
 pub(crate) use bots::{CreateBot, CreatedBot, LockBot};
-pub(crate) use certs::CertsRequest;
+pub(crate) use certs::{BotCerts, BotCertsRequest, CertsRequest, OutputRequest};
 pub(crate) use cluster::{CaExport, EventPage, EventQuery, HostCertRequest, SignedHostCert};
 pub(crate) use issue::IssuedCerts;
 pub(crate) use join_iam::IamJoinRequest;

@@ -20,6 +20,7 @@ pub(crate) const METHODS: &[(&str, &str)] = &[
     ("AuthService", "Ping"),
     ("AuthService", "GetClusterCACerts"),
     ("AuthService", "GenerateUserCerts"),
+    ("AuthService", "GenerateBotCerts"),
     ("AuthService", "GetRole"),
     ("AuthService", "ListRoles"),
     ("AuthService", "UpsertRole"),

@@ -9,8 +9,9 @@ use machine_id_proto::v1;
 use machine_id_store::EventPosition;
 
 use crate::core::{
-    CaExport, CertsRequest, CreateBot, CreatedBot, EventPage, EventQuery, HostCertRequest,
-    IamJoinRequest, IssuedCerts, LockBot, SignedHostCert, TokenJoinRequest,
+    BotCerts, BotCertsRequest, CaExport, CertsRequest, CreateBot, CreatedBot, EventPage,
+    EventQuery, HostCertRequest, IamJoinRequest, IssuedCerts, LockBot, OutputRequest,
+    SignedHostCert, TokenJoinRequest,
 };
 use crate::error::AuthError;
 
@@ -51,6 +52,57 @@ impl From<v1::GenerateUserCertsRequest> for CertsRequest {
             public_key: r.public_key,
             ttl: ttl(r.ttl_seconds),
             role_requests: r.role_requests,
+        }
+    }
+}
+
+impl From<v1::GenerateBotCertsRequest> for BotCertsRequest {
+    fn from(r: v1::GenerateBotCertsRequest) -> Self {
+        Self {
+            identity_public_key: (!r.identity_public_key.is_empty())
+                .then_some(r.identity_public_key),
+            identity_ttl: ttl(r.identity_ttl_seconds),
+            outputs: r
+                .outputs
+                .into_iter()
+                .map(|o| OutputRequest {
+                    public_key: o.public_key,
+                    ttl: ttl(o.ttl_seconds),
+                    role_requests: o.role_requests,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<BotCerts> for v1::GenerateBotCertsResponse {
+    fn from(c: BotCerts) -> Self {
+        use v1::output_certs_result::Result as Outcome;
+        Self {
+            identity: c.identity.map(Into::into),
+            outputs: c
+                .outputs
+                .into_iter()
+                .map(|o| match o {
+                    Ok(out) => v1::OutputCertsResult {
+                        result: Some(Outcome::Certs(out.certs.into())),
+                        roles: out.roles,
+                    },
+                    Err(e) => {
+                        let status = tonic::Status::from(e);
+                        v1::OutputCertsResult {
+                            result: Some(Outcome::Error(v1::CallError {
+                                code: status.code() as i32,
+                                message: status.message().to_string(),
+                            })),
+                            roles: vec![],
+                        }
+                    }
+                })
+                .collect(),
+            cluster_name: c.cluster_name,
+            proxy_public_addr: c.proxy_public_addr.unwrap_or_default(),
+            host_ca_keys: c.host_ca_keys,
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod admin;
+mod bot_certs;
 mod diag;
 mod events;
 mod ha;

@@ -14,7 +14,7 @@ use machine_id_client::{Client, ClientIdentity, ca_pins};
 use machine_id_types::FakeClock;
 
 struct TestServer {
-    _server: RunningAuthServer,
+    server: RunningAuthServer,
     addr: String,
     admin: Client,
     pin: String,
@@ -48,13 +48,14 @@ impl TestServer {
             "127.0.0.1:0".parse().unwrap(),
         );
         config.clock = clock;
+        config.diag_addr = Some("127.0.0.1:0".into());
         let server = AuthServer::start(config).await.unwrap();
         let addr = server.local_addr().to_string();
         let admin_id = ClientIdentity::load(server.admin_identity_dir()).unwrap();
         let admin = Client::connect(&addr, &admin_id).await.unwrap();
         let pin = ca_pins(&admin.get_cluster_ca_certs().await.unwrap()).unwrap()[0].to_string();
         Self {
-            _server: server,
+            server,
             addr,
             admin,
             pin,
@@ -564,6 +565,72 @@ async fn diag(bot: &Bot) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) 
         .await
         .unwrap();
     (addr, tokio::spawn(serve))
+}
+
+/// The auth server's connections accepted and calls answered so far, from its metrics.
+async fn server_traffic(s: &TestServer) -> (f64, Vec<(String, f64)>) {
+    let (code, text) = http_get(s.server.diag_addr().unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
+    let mut connections = 0.0;
+    let mut calls = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap();
+        if name == "auth_server_connections_accepted_total" {
+            connections = value;
+        } else if let Some(labels) = name.strip_prefix("auth_server_grpc_requests_total{") {
+            let method = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("method=\""))
+                .unwrap()
+                .trim_end_matches(['"', '}']);
+            calls.push((method.to_string(), value));
+        }
+    }
+    (connections, calls)
+}
+
+/// A renewal of a joined bot with two outputs is one connection and one call.
+#[tokio::test]
+async fn a_renewal_is_one_connection_and_one_call_for_every_output() {
+    let s = TestServer::start().await;
+    let token = s.bot("robot", &["access", "editor"]).await;
+    let bot = s
+        .builder(&token)
+        .destination(MemoryDestination::new(), vec![])
+        .memory_destination(vec!["access".into()])
+        .build()
+        .unwrap();
+    bot.renew().await.unwrap();
+    let (connections, calls) = server_traffic(&s).await;
+    let before: f64 = calls.iter().map(|(_, n)| n).sum();
+    let cycles = |calls: &[(String, f64)]| {
+        calls
+            .iter()
+            .filter(|(m, _)| m == "GenerateBotCerts")
+            .map(|(_, n)| n)
+            .sum::<f64>()
+    };
+    let cycles_before = cycles(&calls);
+
+    bot.renew().await.unwrap();
+    assert_eq!(bot.bot_identity().unwrap().generation, 2);
+    assert_eq!(bot.current_identity().unwrap().roles, ["access", "editor"]);
+    assert_eq!(
+        bot.current_artifacts(1).map(|a| {
+            let pem = std::str::from_utf8(&a.tls_cert).unwrap();
+            let der = machine_id_mint::certs_from_pem(pem).unwrap().remove(0);
+            machine_id_mint::parse_tls_identity(&der).unwrap().roles
+        }),
+        Some(vec!["access".to_string()])
+    );
+    let (connections_after, calls_after) = server_traffic(&s).await;
+    let after: f64 = calls_after.iter().map(|(_, n)| n).sum();
+    assert_eq!(connections_after - connections, 1.0, "{calls_after:?}");
+    assert_eq!(after - before, 1.0, "{calls_after:?}");
+    assert_eq!(cycles(&calls_after) - cycles_before, 1.0, "{calls_after:?}");
 }
 
 /// The rule between "renewed" and "nothing yet": after a failed renewal the bot stays ready

@@ -80,7 +80,7 @@ fn held(dest: &MemoryDestination) -> Option<Held> {
 
 /// A fresh admin connection (the server rewrites the admin identity as the CAs move).
 async fn admin(s: &TestServer) -> Client {
-    let id = ClientIdentity::load(s._server.admin_identity_dir()).unwrap();
+    let id = ClientIdentity::load(s.server.admin_identity_dir()).unwrap();
     Client::connect(&s.addr, &id).await.unwrap()
 }
 

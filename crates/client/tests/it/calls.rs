@@ -1,7 +1,9 @@
 //! Typed calls with the admin identity, a bot's join, and identity checks.
 
 use crate::{TestServer, clock_in_past};
-use machine_id_client::{Client, ClientError, ClientIdentity, bootstrap_ca_certs, parse_pins};
+use machine_id_client::{
+    Client, ClientError, ClientIdentity, OutputRequest, bootstrap_ca_certs, parse_pins,
+};
 use machine_id_mint::{PrivateKey, Suite};
 use std::time::Duration;
 
@@ -192,11 +194,61 @@ async fn a_client_refuses_a_second_renewal_from_its_stale_identity() {
         .unwrap_err();
     assert!(matches!(e, ClientError::IdentityRenewed), "{e:?}");
     assert!(e.to_string().contains("connect a new client"), "{e}");
-    // The retry of the renewal that succeeded is sent, and answered again.
+    // The one-call cycle renews too, so the same rule holds for it.
+    let e = client
+        .generate_bot_certs(
+            Some((&k3.public_key().to_spki_der(), Duration::from_secs(600))),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::IdentityRenewed), "{e:?}");
+    // The retry of the renewal that succeeded is sent, and answered again, by either call;
+    // an output asked for with the retry is issued under the renewed identity.
     client
         .generate_user_certs(&spki2, Duration::from_secs(600), &[])
         .await
         .unwrap();
+    let again = client
+        .generate_bot_certs(
+            Some((&spki2, Duration::from_secs(600))),
+            &[OutputRequest {
+                public_key_der: k3.public_key().to_spki_der(),
+                ttl: Duration::ZERO,
+                roles: vec![],
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(!again.identity.as_ref().unwrap().tls_cert.is_empty());
+    let out = again.outputs[0].as_ref().unwrap();
+    assert_eq!(out.roles, ["access"]);
+    // Outputs alone are no renewal: they go through from the old certificate.
+    let alone = client
+        .generate_bot_certs(
+            None,
+            &[
+                OutputRequest {
+                    public_key_der: k3.public_key().to_spki_der(),
+                    ttl: Duration::ZERO,
+                    roles: vec!["access".into()],
+                },
+                OutputRequest {
+                    public_key_der: k3.public_key().to_spki_der(),
+                    ttl: Duration::ZERO,
+                    roles: vec!["editor".into()],
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(alone.identity.is_none());
+    assert!(alone.outputs[0].is_ok());
+    let refused = alone.outputs[1].as_ref().unwrap_err();
+    assert!(
+        matches!(refused, ClientError::PermissionDenied(m) if m.contains("editor")),
+        "{refused:?}"
+    );
     // Impersonation from the old certificate is not a renewal: it goes through.
     client
         .generate_user_certs(

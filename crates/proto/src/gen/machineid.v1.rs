@@ -301,6 +301,77 @@ pub struct GenerateUserCertsRequest {
     #[prost(string, repeated, tag = "3")]
     pub role_requests: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GenerateBotCertsRequest {
+    /// The key of the renewed identity: DER SubjectPublicKeyInfo. Empty: no renewal, only the
+    /// outputs (for an identity that is not renewable, such as an iam join's).
+    #[prost(bytes = "vec", tag = "1")]
+    pub identity_public_key: ::prost::alloc::vec::Vec<u8>,
+    /// Requested lifetime of the renewed identity; 0 means the default; capped by the server.
+    #[prost(uint64, tag = "2")]
+    pub identity_ttl_seconds: u64,
+    /// The outputs, answered in the same order.
+    #[prost(message, repeated, tag = "3")]
+    pub outputs: ::prost::alloc::vec::Vec<OutputCertsRequest>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OutputCertsRequest {
+    /// The output's key: DER SubjectPublicKeyInfo.
+    #[prost(bytes = "vec", tag = "1")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// Requested lifetime; 0 means the default; capped by the server and by the identity's
+    /// expiry.
+    #[prost(uint64, tag = "2")]
+    pub ttl_seconds: u64,
+    /// The roles to impersonate; empty for every role the caller may impersonate.
+    #[prost(string, repeated, tag = "3")]
+    pub role_requests: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GenerateBotCertsResponse {
+    /// The renewed identity's certificates; absent when none was asked for.
+    #[prost(message, optional, tag = "1")]
+    pub identity: ::core::option::Option<Certs>,
+    /// One per requested output, in the request's order.
+    #[prost(message, repeated, tag = "2")]
+    pub outputs: ::prost::alloc::vec::Vec<OutputCertsResult>,
+    #[prost(string, tag = "3")]
+    pub cluster_name: ::prost::alloc::string::String,
+    /// host:port of the proxy, empty when the cluster has none.
+    #[prost(string, tag = "4")]
+    pub proxy_public_addr: ::prost::alloc::string::String,
+    /// Every trusted host CA key, OpenSSH lines, active first (as ExportCA of "host").
+    #[prost(string, repeated, tag = "5")]
+    pub host_ca_keys: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OutputCertsResult {
+    /// The roles the certificates carry (the resolved list when none were requested).
+    #[prost(string, repeated, tag = "3")]
+    pub roles: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(oneof = "output_certs_result::Result", tags = "1, 2")]
+    pub result: ::core::option::Option<output_certs_result::Result>,
+}
+/// Nested message and enum types in `OutputCertsResult`.
+pub mod output_certs_result {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Result {
+        #[prost(message, tag = "1")]
+        Certs(super::Certs),
+        /// Why this output was refused.
+        #[prost(message, tag = "2")]
+        Error(super::CallError),
+    }
+}
+/// A refusal inside an answer, as the call's status would carry it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CallError {
+    /// The gRPC status code (google.rpc.Code).
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetByNameRequest {
     #[prost(string, tag = "1")]
@@ -1078,6 +1149,36 @@ pub mod auth_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// One tbot cycle in one call: renews the caller's own identity (when identity_public_key
+        /// is set) and issues every output's impersonated certificates, with what the outputs need
+        /// besides (the cluster name, the proxy address, the host CA keys). The outputs are signed
+        /// for the renewed identity and capped at its expiry; the renewal, its event and the
+        /// outputs' events commit in one write. An output that is refused (a role it may not
+        /// impersonate) is answered with its error and does not stop the renewal or the others.
+        pub async fn generate_bot_certs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GenerateBotCertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GenerateBotCertsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machineid.v1.AuthService/GenerateBotCerts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machineid.v1.AuthService", "GenerateBotCerts"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn get_role(
             &mut self,
             request: impl tonic::IntoRequest<super::GetByNameRequest>,
@@ -1744,6 +1845,19 @@ pub mod auth_service_server {
             &self,
             request: tonic::Request<super::GenerateUserCertsRequest>,
         ) -> std::result::Result<tonic::Response<super::Certs>, tonic::Status>;
+        /// One tbot cycle in one call: renews the caller's own identity (when identity_public_key
+        /// is set) and issues every output's impersonated certificates, with what the outputs need
+        /// besides (the cluster name, the proxy address, the host CA keys). The outputs are signed
+        /// for the renewed identity and capped at its expiry; the renewal, its event and the
+        /// outputs' events commit in one write. An output that is refused (a role it may not
+        /// impersonate) is answered with its error and does not stop the renewal or the others.
+        async fn generate_bot_certs(
+            &self,
+            request: tonic::Request<super::GenerateBotCertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GenerateBotCertsResponse>,
+            tonic::Status,
+        >;
         async fn get_role(
             &self,
             request: tonic::Request<super::GetByNameRequest>,
@@ -2101,6 +2215,52 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GenerateUserCertsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machineid.v1.AuthService/GenerateBotCerts" => {
+                    #[allow(non_camel_case_types)]
+                    struct GenerateBotCertsSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::GenerateBotCertsRequest>
+                    for GenerateBotCertsSvc<T> {
+                        type Response = super::GenerateBotCertsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GenerateBotCertsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::generate_bot_certs(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GenerateBotCertsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
