@@ -16,7 +16,7 @@ use crate::Result;
 use crate::backoff::Backoff;
 use crate::builder::BotBuilder;
 use crate::metrics::{AuthHealth, Counters, NotReady, Status};
-use crate::onboarding::Onboarding;
+use crate::onboarding::{Onboarding, OutputsAnswer};
 use crate::outputs::Outputs;
 use crate::rotation::WatchHealth;
 
@@ -343,8 +343,9 @@ impl Bot {
         let (bot, saving, answer) = inner.onboarding.renew_identity(&plan.requests).await?;
         // The identity is saved (fsyncs) while the outputs are fetched and written.
         let outputs = match answer {
-            Some(answer) => inner.outputs.write_answer(&bot, plan, answer).await,
-            None => inner.outputs.renew(&bot, plan).await,
+            OutputsAnswer::Given(answer) => inner.outputs.write_answer(&bot, plan, answer).await,
+            OutputsAnswer::Ask => inner.outputs.renew(&bot, plan, false).await,
+            OutputsAnswer::PerCall => inner.outputs.renew(&bot, plan, true).await,
         };
         let saved = inner.onboarding.finish_save(&bot, saving).await;
         // The identity changed (and the outputs were renewed, or failed): the CA watch

@@ -22,6 +22,16 @@ use crate::metrics::IdentityHealth;
 use crate::storage::Storage;
 use crate::{BotError, Result};
 
+/// What a renewal brought for the outputs.
+pub(crate) enum OutputsAnswer {
+    /// Their certificates, from the renewal's own call.
+    Given(BotCerts),
+    /// Nothing yet (a join, or a renewed identity held unsaved): ask in one call.
+    Ask,
+    /// The server has no one-call cycle: ask per output, as before it.
+    PerCall,
+}
+
 /// How the bot joins and whom it trusts on the first join.
 pub(crate) struct JoinSettings {
     /// Shared with the outputs, so both start at the server that answered last.
@@ -140,12 +150,12 @@ impl Onboarding {
     /// answers idempotently. A renewed identity that could not be saved serves the outputs
     /// but is never renewed from; its save is retried first at every renewal.
     ///
-    /// A renewal asks for `outputs` in the same call, and returns their answer; a join (or a
-    /// server without that call) returns `None`, and the outputs are asked for after.
+    /// A renewal asks for `outputs` in the same call, and returns their answer; after a join,
+    /// or from a server without that call, the outputs are still to be asked for.
     pub(crate) async fn renew_identity(
         &self,
         outputs: &[OutputRequest],
-    ) -> Result<(IssuedIdentity, Saving, Option<BotCerts>)> {
+    ) -> Result<(IssuedIdentity, Saving, OutputsAnswer)> {
         let iam = self.settings.join_method == JoinMethod::Iam;
         let token_hash = self
             .settings
@@ -164,7 +174,7 @@ impl Onboarding {
                 // An iam bot's renewal is a fresh join, which no generation check judges:
                 // joining again from an unsaved identity cannot get it locked.
                 if !iam {
-                    return Ok((unsaved, Saving::Failed(e), None));
+                    return Ok((unsaved, Saving::Failed(e), OutputsAnswer::Ask));
                 }
             }
         }
@@ -179,7 +189,7 @@ impl Onboarding {
             None => self.load_stored(token_hash.as_deref())?,
         };
         let now = self.clock.now();
-        let mut answer = None;
+        let mut answer = OutputsAnswer::Ask;
         let new = match current {
             // IAM certificates are not renewable: every renewal is a fresh join.
             _ if iam => self.join().await?,
@@ -331,12 +341,13 @@ impl Onboarding {
     /// none), so that every retry of this renewal is the same request.
     ///
     /// `outputs` are asked for in the same call (one connection, one call per cycle) and their
-    /// answer returned; `None` from a server without that call, which renews alone.
+    /// answer returned; [`OutputsAnswer::PerCall`] from a server without that call, which
+    /// renews alone.
     async fn renew_with(
         &self,
         cur: &IssuedIdentity,
         outputs: &[OutputRequest],
-    ) -> Result<(IssuedIdentity, Option<BotCerts>)> {
+    ) -> Result<(IssuedIdentity, OutputsAnswer)> {
         let key = self.pending_key(cur).await?;
         let spki = key.public_key().to_spki_der();
         let ttl = self.settings.certificate_ttl;
@@ -348,7 +359,10 @@ impl Onboarding {
                 let certs = answer.identity.take().ok_or_else(|| {
                     BotError::Internal("the renewal's answer holds no identity".into())
                 })?;
-                Ok((IssuedIdentity::new(key, certs)?, Some(answer)))
+                Ok((
+                    IssuedIdentity::new(key, certs)?,
+                    OutputsAnswer::Given(answer),
+                ))
             }
             Err(e) if e.is_unimplemented() => {
                 tracing::debug!("the auth server predates GenerateBotCerts; renewing alone");
@@ -356,7 +370,7 @@ impl Onboarding {
                     .generate_user_certs(&spki, ttl, &[])
                     .await
                     .map_err(refusal)?;
-                Ok((IssuedIdentity::new(key, certs)?, None))
+                Ok((IssuedIdentity::new(key, certs)?, OutputsAnswer::PerCall))
             }
             Err(e) => Err(refusal(e)),
         }

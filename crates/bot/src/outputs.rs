@@ -235,9 +235,18 @@ impl Outputs {
     }
 
     /// Gets every output's certificates from the auth server as `bot` (one connection, one
-    /// call), and writes them.
-    pub(crate) async fn renew(&self, bot: &IssuedIdentity, plan: OutputPlan) -> Result<()> {
+    /// call; one call per output when `per_call`, for a server without the one-call cycle),
+    /// and writes them.
+    pub(crate) async fn renew(
+        &self,
+        bot: &IssuedIdentity,
+        plan: OutputPlan,
+        per_call: bool,
+    ) -> Result<()> {
         let client = bot.connect(&self.auth_server, self.clock.as_ref()).await?;
+        if per_call {
+            return self.renew_per_call(&client, bot, plan).await;
+        }
         match client.generate_bot_certs(None, &plan.requests).await {
             Ok(answer) => self.write_answer(bot, plan, answer).await,
             Err(e) if e.is_unimplemented() => {

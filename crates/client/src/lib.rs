@@ -15,6 +15,8 @@
 //!     same generic over [`machine_id_types::ResourceKind`] ([`Client::get_resource`],
 //!     [`Client::list_resources`], [`Client::upsert_resource`], [`Client::delete_resource`]);
 //!     [`Client::find_node`] finds a node by id or host name.
+//!   - [`Client::generate_bot_certs`]: a tbot cycle in one call (the renewal and every
+//!     output's certificates, with the proxy address and host CA keys the outputs need).
 //! - [`bootstrap_ca_certs`]: CA-pin bootstrap for a first join: fetch the cluster CAs without
 //!   verifying and check them against the `sha256:` pins; during a TLS CA rotation, when the
 //!   pins cover only one of the two CAs, fetch them again over TLS verified by the pinned CA
