@@ -33,6 +33,10 @@ pub(crate) struct CertsRequest {
     pub role_requests: Vec<String>,
 }
 
+/// The most outputs one GenerateBotCerts call may ask for, so one call cannot hold the
+/// server's signing for long.
+pub(crate) const MAX_OUTPUTS_PER_CALL: usize = 64;
+
 /// A GenerateBotCerts request: one tbot cycle.
 #[derive(Debug, Clone)]
 pub(crate) struct BotCertsRequest {
@@ -128,6 +132,12 @@ impl Core {
         req: BotCertsRequest,
     ) -> Result<BotCerts> {
         self.refuse_reissue(caller, "GenerateBotCerts").await?;
+        if req.outputs.len() > MAX_OUTPUTS_PER_CALL {
+            return Err(AuthError::InvalidArgument(format!(
+                "{} outputs asked for in one call; at most {MAX_OUTPUTS_PER_CALL} are answered: split the outputs over several calls",
+                req.outputs.len()
+            )));
+        }
         let renewal = match &req.identity_public_key {
             Some(spki) => Some((Self::subject_key(spki)?, spki)),
             None => None,
@@ -169,14 +179,8 @@ impl Core {
             }
             None => {
                 let traits = self.caller_traits(caller).await?;
-                let mut issued = Vec::with_capacity(ready.len());
-                let mut events = Vec::with_capacity(ready.len());
-                for p in &ready {
-                    let (out, event) =
-                        self.sign_output(caller, &traits, p, caller.identity.expires)?;
-                    issued.push(out);
-                    events.extend(event);
-                }
+                let (issued, events) =
+                    self.sign_outputs(caller, &traits, &ready, caller.identity.expires)?;
                 self.audit_events(events).await;
                 (None, issued)
             }

@@ -213,6 +213,7 @@ async fn outputs_alone_move_no_generation_and_output_certificates_get_nothing() 
     let gen1 = ts.join(&token).await.unwrap();
     let mut client = ts.client(&gen1).await;
     let out = new_key();
+    let out_key = PrivateKey::from_pem(&out.to_pem()).unwrap();
     let answer = client
         .generate_bot_certs(v1::GenerateBotCertsRequest {
             identity_public_key: vec![],
@@ -229,14 +230,9 @@ async fn outputs_alone_move_no_generation_and_output_certificates_get_nothing() 
     };
     assert!(issued.identity().expires <= gen1.identity().expires);
     // No renewal happened: the first identity renews from generation 1 as usual.
-    assert_eq!(
-        generate(&mut client, &[], 0)
-            .await
-            .unwrap()
-            .identity()
-            .generation,
-        2
-    );
+    let gen2 = generate(&mut client, &[], 0).await.unwrap();
+    assert_eq!(gen2.identity().generation, 2);
+    let mut client = ts.client(&gen2).await;
 
     // An output's certificate may not renew or get outputs through the one call either.
     let mut out_client = ts.client(&issued).await;
@@ -258,4 +254,22 @@ async fn outputs_alone_move_no_generation_and_output_certificates_get_nothing() 
         })
         .await;
     assert_code(status, Code::InvalidArgument, "public_key");
+
+    // At most 64 outputs per call, refused before anything is signed or moved.
+    let status = client
+        .generate_bot_certs(v1::GenerateBotCertsRequest {
+            identity_public_key: new_key().public_key().to_spki_der(),
+            identity_ttl_seconds: 0,
+            outputs: (0..65).map(|_| output(&out_key, &[], 0)).collect(),
+        })
+        .await;
+    assert_code(status, Code::InvalidArgument, "at most 64");
+    assert_eq!(
+        generate(&mut client, &[], 0)
+            .await
+            .unwrap()
+            .identity()
+            .generation,
+        3
+    );
 }
