@@ -3,6 +3,7 @@
 use machine_id_mint::{PrivateKey, parse_tls_identity};
 use machine_id_proto::v1;
 use tonic::Code;
+use v1::auth_service_client as tonic_client;
 use v1::output_certs_result::Result as Outcome;
 
 use crate::support::*;
@@ -20,6 +21,19 @@ fn certs(r: &v1::OutputCertsResult) -> &v1::Certs {
         Some(Outcome::Certs(c)) => c,
         other => panic!("expected certificates, got {other:?}"),
     }
+}
+
+/// The generation the store holds for `user`, as GetUser shows it.
+async fn stored_generation(
+    admin: &mut tonic_client::AuthServiceClient<tonic::transport::Channel>,
+    user: &str,
+) -> String {
+    let user = admin
+        .get_user(v1::GetByNameRequest { name: user.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    user.metadata.unwrap().labels["generation"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,14 +136,7 @@ async fn one_call_renews_and_issues_every_output_under_the_renewed_identity() {
         "{kinds:?}"
     );
     assert_eq!(events(&mut admin, "access.denied").await.len(), 1);
-    let user = admin
-        .get_user(v1::GetByNameRequest {
-            name: "bot-robot".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(user.metadata.unwrap().labels["generation"], "2");
+    assert_eq!(stored_generation(&mut admin, "bot-robot").await, "2");
 
     // The renewed identity goes on; the one the call came with is now a replay.
     let mut renewed_client = ts.client(&identity).await;
@@ -177,14 +184,7 @@ async fn a_retried_cycle_is_answered_again_with_its_outputs_and_moves_nothing() 
         );
     }
     let mut admin = ts.admin().await;
-    let user = admin
-        .get_user(v1::GetByNameRequest {
-            name: "bot-robot".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(user.metadata.unwrap().labels["generation"], "2");
+    assert_eq!(stored_generation(&mut admin, "bot-robot").await, "2");
     assert!(
         admin
             .list_locks(v1::ListRequest {})
